@@ -1,0 +1,14 @@
+import subprocess
+import sys
+
+from gfldet.cli import main
+
+
+def test_unknown_command_suggests_the_nearest(capsys):
+    assert main(["trian"]) == 2
+    assert "did you mean 'train'" in capsys.readouterr().err
+
+
+def test_version_runs_as_console_module():
+    out = subprocess.run([sys.executable, "-m", "gfldet.cli", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("gfldet ")

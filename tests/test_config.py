@@ -1,0 +1,172 @@
+import copy
+import pickle
+import textwrap
+from typing import Optional
+
+import pytest
+
+from gfldet.config import Config, ConfigError, apply_overrides, build_from_cfg, check_keys, dump_config, load_config
+
+
+def write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+@pytest.fixture
+def tree(tmp_path):
+    write(tmp_path / "_base_/model.yaml", """
+        model:
+          num_classes: 80
+          head:
+            type: gfl
+            reg_max: 16
+            loss: {beta: 2.0, weight: 1.0}
+        """)
+    write(tmp_path / "_base_/data.yaml", """
+        data:
+          batch_size: 2
+          train: {ann_file: a.json, img_dir: imgs}
+        """)
+    return tmp_path
+
+
+def test_inheritance_list_relative_paths_and_deep_merge(tree):
+    path = write(tree / "exp/child.yaml", """
+        _base_: [../_base_/model.yaml, ../_base_/data.yaml]
+        model:
+          head:
+            reg_max: 12
+        data:
+          batch_size: 4
+        """)
+    cfg = load_config(path)
+    assert cfg.model.num_classes == 80
+    assert cfg.model.head.reg_max == 12
+    assert cfg.model.head.type == "gfl"  # merged, not replaced
+    assert cfg.model.head.loss.beta == 2.0
+    assert cfg.data.batch_size == 4 and cfg.data.train.img_dir == "imgs"
+    assert "_base_" not in cfg
+
+
+def test_single_base_string_and_chained_bases(tree):
+    mid = write(tree / "mid.yaml", "_base_: _base_/model.yaml\nmodel: {num_classes: 3}\n")
+    leaf = write(tree / "sub/leaf.yaml", "_base_: ../mid.yaml\nmodel: {head: {reg_max: 8}}\n")
+    cfg = load_config(leaf)
+    assert (cfg.model.num_classes, cfg.model.head.reg_max, cfg.model.head.loss.weight) == (3, 8, 1.0)
+    assert load_config(mid).model.head.reg_max == 16
+
+
+def test_replace_marker_replaces_instead_of_merging(tree):
+    path = write(tree / "child.yaml", """
+        _base_: _base_/model.yaml
+        model:
+          head:
+            _replace_: true
+            type: atss
+        """)
+    cfg = load_config(path)
+    assert dict(cfg.model.head) == {"type": "atss"}
+
+
+def test_overrides_are_typed_as_yaml_and_checked(tree):
+    cfg = load_config(tree / "_base_/model.yaml", ["model.head.reg_max=14", "model.head.loss={beta: 1.5}",
+                                                    "+model.extra=[1, 2]", "model.num_classes=null"])
+    assert cfg.model.head.reg_max == 14 and isinstance(cfg.model.head.reg_max, int)
+    assert dict(cfg.model.head.loss) == {"beta": 1.5}
+    assert cfg.model.extra == [1, 2] and cfg.model.num_classes is None
+    with pytest.raises(ConfigError, match=r"model\.head\.reg_mx.*did you mean 'reg_max'"):
+        load_config(tree / "_base_/model.yaml", ["model.head.reg_mx=3"])
+    with pytest.raises(ConfigError, match="expected 'key.sub=value'"):
+        load_config(tree / "_base_/model.yaml", ["model.head.reg_max"])
+
+
+def test_override_list_index(tree):
+    cfg = Config({"a": {"steps": [8, 11]}})
+    apply_overrides(cfg, ["a.steps.1=10"])
+    assert cfg.a.steps == [8, 10]
+    with pytest.raises(ConfigError, match="not a valid index"):
+        apply_overrides(cfg, ["a.steps.5=1"])
+
+
+def test_errors_name_file_and_line(tmp_path):
+    bad = write(tmp_path / "bad.yaml", "model:\n  head: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml:\d+:\d+: invalid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+    missing_base = write(tmp_path / "mb.yaml", "\n_base_: nope.yaml\n")
+    with pytest.raises(ConfigError, match=r"mb\.yaml:2: _base_ file not found: nope\.yaml"):
+        load_config(missing_base)
+    with pytest.raises(ConfigError, match="top level"):
+        load_config(write(tmp_path / "list.yaml", "- 1\n- 2\n"))
+
+
+def test_circular_base_is_reported(tmp_path):
+    write(tmp_path / "a.yaml", "_base_: b.yaml\n")
+    write(tmp_path / "b.yaml", "_base_: a.yaml\n")
+    with pytest.raises(ConfigError, match="circular"):
+        load_config(tmp_path / "a.yaml")
+
+
+def test_where_tracks_the_file_that_last_set_a_key(tree):
+    path = write(tree / "child.yaml", "_base_: _base_/model.yaml\n\nmodel:\n  head:\n    reg_max: 12\n")
+    cfg = load_config(path, ["model.num_classes=3"])
+    assert cfg.model.head.where("reg_max").endswith("child.yaml:5 (model.head.reg_max)")
+    assert cfg.model.head.where("type").endswith("model.yaml:5 (model.head.type)")
+    assert "override #1" in cfg.model.where("num_classes")
+
+
+class Head:
+    def __init__(self, *, in_channels: int, reg_max: int = 16, beta: float = 2.0, name: Optional[str] = None):
+        self.in_channels, self.reg_max, self.beta, self.name = in_channels, reg_max, beta, name
+
+
+REGISTRY = {"gfl": Head}
+
+
+def test_build_from_cfg_builds_and_reports_typos_with_location(tmp_path):
+    path = write(tmp_path / "m.yaml", "head:\n  type: gfl\n  reg_mx: 12\n")
+    cfg = load_config(path)
+    with pytest.raises(ConfigError, match=r"m\.yaml:3 \(head\.reg_mx\): unknown key 'reg_mx'.*did you mean 'reg_max'"):
+        build_from_cfg(cfg.head, REGISTRY, in_channels=256)
+    ok = build_from_cfg(Config({"type": "gfl", "reg_max": 12, "beta": 2}), REGISTRY, in_channels=256)
+    assert (ok.in_channels, ok.reg_max, ok.beta) == (256, 12, 2)
+
+
+def test_build_from_cfg_type_missing_args_and_basic_types():
+    with pytest.raises(ConfigError, match="unknown type 'gfll'; did you mean 'gfl'"):
+        build_from_cfg(Config({"type": "gfll"}), REGISTRY)
+    with pytest.raises(ConfigError, match="needs a 'type' key"):
+        build_from_cfg(Config({"reg_max": 3}), REGISTRY)
+    with pytest.raises(ConfigError, match="missing required key.*in_channels"):
+        build_from_cfg(Config({"type": "gfl"}), REGISTRY)
+    with pytest.raises(ConfigError, match="'reg_max' must be an integer, got '16'"):
+        build_from_cfg(Config({"type": "gfl", "reg_max": "16", "in_channels": 8}), REGISTRY)
+    with pytest.raises(ConfigError, match="'reg_max' must be an integer, got True"):
+        build_from_cfg(Config({"type": "gfl", "reg_max": True, "in_channels": 8}), REGISTRY)
+    assert build_from_cfg(Config({"type": "gfl", "name": None, "in_channels": 8}), REGISTRY).name is None
+
+
+def test_check_keys():
+    cfg = Config({"data": {"batch_size": 2, "num_wokers": 2}})
+    check_keys(cfg.data, ["batch_size", "num_workers", "num_wokers"])
+    with pytest.raises(ConfigError, match=r"data\.num_wokers.*did you mean 'num_workers'"):
+        check_keys(cfg.data, ["batch_size", "num_workers"], where="data")
+
+
+def test_attribute_access_copy_pickle_and_dump(tree, tmp_path):
+    cfg = load_config(tree / "_base_/model.yaml")
+    with pytest.raises(AttributeError, match="did you mean 'num_classes'"):
+        cfg.model.num_clases
+    cfg.model.new_section = {"a": 1}
+    assert isinstance(cfg.model.new_section, Config) and cfg.model.new_section.dotted("a") == "model.new_section.a"
+    clone = copy.deepcopy(cfg)
+    clone.model.head.reg_max = 3
+    assert cfg.model.head.reg_max == 16
+    assert clone.model.head.where("type") == cfg.model.head.where("type")
+    restored = pickle.loads(pickle.dumps(cfg))
+    assert restored == cfg and restored.model.head.where("type") == cfg.model.head.where("type")
+    dump_config(cfg, tmp_path / "out.yaml")
+    assert load_config(tmp_path / "out.yaml") == cfg
