@@ -1,0 +1,97 @@
+"""Detector models: ``build_detector(cfg.model)`` -> :class:`Detector` (backbone -> neck -> dense head).
+
+The ``model`` config section::
+
+    num_classes: 80
+    backbone: {type: resnet | timm, ...}      # see gfldet.models.backbones
+    neck: {type: fpn, out_channels, num_outs}
+    head: {type: gfl, ..., assigner: {type: atss, ...}, loss_cls: {type: qfl, ...}, loss_bbox: ..., loss_dfl: ...}
+    test_cfg: {score_thr, nms_pre, nms_iou, max_per_img, min_bbox_size}
+
+Wiring happens here: the neck gets the backbone's channels and strides, the head the neck's channels and strides
+and ``num_classes``; head sub-sections whose value has a ``type`` are built first (``assigner`` from ASSIGNERS,
+``loss_*`` from LOSSES) and passed to the head as objects.
+"""
+from __future__ import annotations
+
+import copy
+import re
+from typing import Mapping
+
+from gfldet.assigners import ATSSAssigner
+from gfldet.config import Config, ConfigError, build_from_cfg, check_keys
+from gfldet.losses import DistributionFocalLoss, FocalLoss, GIoULoss, QualityFocalLoss
+from gfldet.models.backbones import ResNet, TimmBackbone
+from gfldet.models.detector import Detector
+from gfldet.models.heads.gfl_head import GFLHead
+from gfldet.models.heads.postprocess import PostProcessConfig
+from gfldet.models.necks import FPN
+
+__all__ = ["build_detector", "Detector", "BACKBONES", "NECKS", "HEADS", "ASSIGNERS", "LOSSES"]
+
+BACKBONES = {"resnet": ResNet, "timm": TimmBackbone}
+NECKS = {"fpn": FPN}
+HEADS = {"gfl": GFLHead}
+ASSIGNERS = {"atss": ATSSAssigner}
+LOSSES = {"qfl": QualityFocalLoss, "dfl": DistributionFocalLoss, "giou": GIoULoss, "focal": FocalLoss}
+MODEL_KEYS = ("num_classes", "backbone", "neck", "head", "test_cfg")
+
+
+def _section(cfg: Config, key: str) -> Config:
+    if not isinstance(cfg.get(key), Mapping):
+        raise ConfigError(f"{cfg.where()}: '{cfg.dotted(key)}' must be a mapping (section), got {cfg.get(key)!r}")
+    return cfg[key]
+
+
+def _component_registry(key: str) -> Mapping | None:
+    if key == "assigner":
+        return ASSIGNERS
+    if key.startswith("loss_"):
+        return LOSSES
+    return None
+
+
+def _build(section: Config, registry: Mapping, **extra):
+    """build_from_cfg, adding the file and line to a constructor's ValueError: those of the key the message starts
+    with (constructors name the offending argument first), else the section's."""
+    try:
+        return build_from_cfg(section, registry, **extra)
+    except ConfigError:
+        raise
+    except ValueError as err:
+        key = re.match(r"\w*", str(err)).group()
+        raise ConfigError(f"{section.where(key if key in section else None)}: {err}") from None
+
+
+def build_test_cfg(cfg: Config) -> PostProcessConfig:
+    """``model.test_cfg`` -> PostProcessConfig (unknown or missing keys -> ConfigError with file and line)."""
+    typed = copy.deepcopy(cfg)
+    typed["type"] = "test_cfg"
+    return build_from_cfg(typed, {"test_cfg": PostProcessConfig}, where=cfg.dotted() or "test_cfg")
+
+
+def build_detector(cfg: Mapping) -> Detector:
+    """Build the detector described by the ``model`` config section (see the module docstring)."""
+    cfg = cfg if isinstance(cfg, Config) else Config(cfg, path="model")
+    check_keys(cfg, MODEL_KEYS, where="model")
+    for key in MODEL_KEYS:
+        if key not in cfg:
+            raise ConfigError(f"{cfg.where()}: model section is missing '{cfg.dotted(key)}'")
+    num_classes = cfg["num_classes"]
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ConfigError(f"{cfg.where('num_classes')}: num_classes must be a positive integer, got {num_classes!r}")
+    backbone = _build(_section(cfg, "backbone"), BACKBONES)
+    neck = _build(_section(cfg, "neck"), NECKS, in_channels=backbone.out_channels, in_strides=backbone.strides)
+    if len(set(neck.out_channels)) != 1:
+        raise ConfigError(f"{cfg.where('neck')}: the head needs equal channels on every level, "
+                          f"got {neck.out_channels}")
+    head_cfg = copy.deepcopy(_section(cfg, "head"))
+    components = {}
+    for key in list(head_cfg):
+        registry = _component_registry(key)
+        if registry is not None:
+            components[key] = _build(_section(head_cfg, key), registry)
+            del head_cfg[key]
+    head = _build(head_cfg, HEADS, num_classes=num_classes, in_channels=neck.out_channels[0], strides=neck.strides,
+                  test_cfg=build_test_cfg(_section(cfg, "test_cfg")), **components)
+    return Detector(backbone=backbone, neck=neck, head=head)

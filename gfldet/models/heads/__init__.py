@@ -1,0 +1,1 @@
+"""Dense detection heads: the shared DenseHead base, the GFL head and post-processing."""

@@ -1,0 +1,154 @@
+"""Shared base of dense one-stage heads (GFL, and the ATSS / FCOS / RetinaNet-style variants built on it).
+
+A dense head runs two conv towers (cls, reg) on every pyramid level, a 3x3 prediction conv on each, and multiplies
+the regression output by a learnable per-level scalar. It owns the priors of the pyramid and the inference path.
+Subclasses choose the regression representation (``reg_channels`` and ``decode_distances``) and write ``loss``.
+"""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from typing import Sequence
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from gfldet.box_coding import distance2bbox
+from gfldet.models.heads.postprocess import PostProcessConfig, postprocess
+from gfldet.models.priors import PriorGenerator, Priors
+
+__all__ = ["DenseHead", "flatten_levels", "mean_over_processes"]
+
+
+def flatten_levels(maps: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Per-level maps [N, K, H_l, W_l] -> [N, P, K], P = sum_l H_l * W_l, in prior order (level, y, x)."""
+    return torch.cat([m.permute(0, 2, 3, 1).reshape(m.shape[0], -1, m.shape[1]) for m in maps], dim=1)
+
+
+def mean_over_processes(value: torch.Tensor) -> torch.Tensor:
+    """The mean of ``value`` over all processes when torch.distributed is initialised, else ``value``."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    value = value.clone() / dist.get_world_size()
+    dist.all_reduce(value)
+    return value
+
+
+def _tower(in_channels: int, feat_channels: int, num_convs: int, norm_groups: int) -> nn.ModuleList:
+    """``num_convs`` x [3x3 conv -> GroupNorm(norm_groups) -> ReLU]; norm_groups 0 = no norm (conv with bias)."""
+    layers = []
+    for i in range(num_convs):
+        parts = OrderedDict(conv=nn.Conv2d(in_channels if i == 0 else feat_channels, feat_channels, 3, padding=1,
+                                           bias=norm_groups == 0))
+        if norm_groups:
+            parts["norm"] = nn.GroupNorm(norm_groups, feat_channels)
+        parts["act"] = nn.ReLU(inplace=True)
+        layers.append(nn.Sequential(parts))
+    return nn.ModuleList(layers)
+
+
+class DenseHead(nn.Module):
+    """Towers + prediction convs + per-level scales, priors, flattening, decoding and post-processing.
+
+    Layout of the outputs (mmdetection's): per level, cls logits [N, num_classes, H_l, W_l] and regression outputs
+    [N, reg_channels, H_l, W_l]. Init: every conv normal(0, init_std) with zero bias, the cls bias set so that the
+    initial sigmoid score is ``prior_prob``; scales start at 1.
+    """
+
+    def __init__(self, *, num_classes: int, in_channels: int, strides: Sequence[int], feat_channels: int,
+                 stacked_convs: int, norm_groups: int, init_std: float, prior_prob: float,
+                 octave_base_scale: float, pad_size_divisor: int, test_cfg: PostProcessConfig) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.pad_size_divisor = pad_size_divisor
+        self.test_cfg = test_cfg
+        self.prior_generator = PriorGenerator(strides=strides, octave_base_scale=octave_base_scale)
+        self.cls_convs = _tower(in_channels, feat_channels, stacked_convs, norm_groups)
+        self.reg_convs = _tower(in_channels, feat_channels, stacked_convs, norm_groups)
+        self.cls_pred = nn.Conv2d(feat_channels, num_classes, 3, padding=1)
+        self.reg_pred = nn.Conv2d(feat_channels, self.reg_channels, 3, padding=1)
+        self.scales = nn.ParameterList(nn.Parameter(torch.ones(())) for _ in strides)
+        self._init_weights(init_std=init_std, prior_prob=prior_prob)
+
+    # -- hooks for subclasses -------------------------------------------------------------------------------------
+    @property
+    def reg_channels(self) -> int:
+        """Channels of the regression output (4 for plain ltrb distances)."""
+        return 4
+
+    def decode_distances(self, reg: torch.Tensor) -> torch.Tensor:
+        """Regression outputs [..., reg_channels] -> ltrb distances [..., 4] in stride units."""
+        return reg
+
+    def class_probabilities(self, cls_logits: torch.Tensor) -> torch.Tensor:
+        """Flattened cls logits [N, P, C] -> ranking scores [N, P, C] used at inference."""
+        return cls_logits.sigmoid()
+
+    # -- layers ---------------------------------------------------------------------------------------------------
+    def _init_weights(self, *, init_std: float, prior_prob: float) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.normal_(module.weight, std=init_std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        nn.init.constant_(self.cls_pred.bias, -math.log((1 - prior_prob) / prior_prob))
+
+    def forward(self, feats: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """feats: per level [N, in_channels, H_l, W_l] -> (cls logits per level, regression outputs per level)."""
+        if len(feats) != len(self.scales):
+            raise ValueError(f"head expects {len(self.scales)} levels (strides {self.prior_generator.strides}), "
+                             f"got {len(feats)}")
+        cls_scores, reg_outputs = [], []
+        for feat, scale in zip(feats, self.scales):
+            cls_feat, reg_feat = feat, feat
+            for layer in self.cls_convs:
+                cls_feat = layer(cls_feat)
+            for layer in self.reg_convs:
+                reg_feat = layer(reg_feat)
+            cls_scores.append(self.cls_pred(cls_feat))
+            reg_outputs.append((self.reg_pred(reg_feat) * scale).float())
+        return cls_scores, reg_outputs
+
+    @staticmethod
+    def check_batch(cls_scores: Sequence[torch.Tensor], **per_image: Sequence) -> None:
+        """Raise ValueError unless every per-image list has one entry per image of the outputs' batch."""
+        num_images = cls_scores[0].shape[0]
+        for name, values in per_image.items():
+            if len(values) != num_images:
+                raise ValueError(f"{name}: expected one entry per image ({num_images}), got {len(values)}")
+
+    def priors_for(self, maps: Sequence[torch.Tensor]) -> Priors:
+        """Priors matching per-level output maps [N, K, H_l, W_l] (cached per sizes/device)."""
+        return self.prior_generator([m.shape[-2:] for m in maps], device=maps[0].device)
+
+    def decode_boxes(self, reg: torch.Tensor, priors: Priors, prior_idx: torch.Tensor,
+                     max_shape: torch.Tensor | None = None) -> torch.Tensor:
+        """Regression outputs [K, reg_channels] of priors ``prior_idx`` [K] -> boxes [K, 4] xyxy px.
+
+        max_shape: optional [K, 2] (h, w) to clip to.
+        """
+        stride = priors.strides[prior_idx][:, None]
+        return distance2bbox(priors.centers_px[prior_idx], self.decode_distances(reg) * stride, max_shape)
+
+    # -- inference ------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, cls_scores: Sequence[torch.Tensor], bbox_preds: Sequence[torch.Tensor],
+                image_sizes: Sequence[tuple[int, int]],
+                scale_factors: Sequence[tuple[float, float]]) -> list[dict[str, torch.Tensor]]:
+        """Detections from head outputs.
+
+        cls_scores / bbox_preds: per level [N, C, H_l, W_l] / [N, reg_channels, H_l, W_l]; image_sizes: (h, w) of
+        each resized image before batch padding; scale_factors: (sx, sy) of each resize (resized = original * s).
+        Returns per image {'boxes': [K, 4] xyxy original px, 'scores': [K], 'labels': [K] int64 in 0..C-1}.
+        """
+        self.check_batch(cls_scores, image_sizes=image_sizes, scale_factors=scale_factors)
+        priors = self.priors_for(cls_scores)
+        scores = self.class_probabilities(flatten_levels(cls_scores).float())  # float32 also under autocast
+        reg = flatten_levels(bbox_preds).float()
+        sizes = torch.tensor([list(s) for s in image_sizes], dtype=reg.dtype, device=reg.device)
+
+        def decode(rows: torch.Tensor, prior_idx: torch.Tensor, image_idx: torch.Tensor) -> torch.Tensor:
+            return self.decode_boxes(rows, priors, prior_idx, max_shape=sizes[image_idx])
+
+        return postprocess(scores, reg, priors.num_per_level, decode, scale_factors, self.test_cfg)

@@ -1,0 +1,84 @@
+"""Dense-detector post-processing: per-level score threshold + top-k, decode, clip, rescale, class-aware NMS.
+
+The order is mmdetection 3.3's (``_predict_by_feat_single`` then ``_bbox_post_process``): per level keep the
+(prior, class) pairs scoring above ``score_thr``, at most ``nms_pre`` of them (best first); decode and clip those
+boxes to the resized image; concatenate levels; rescale to the original image; drop boxes not wider and taller than
+``min_bbox_size`` (a negative value disables this); class-aware NMS; keep the best ``max_per_img``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from torchvision.ops import batched_nms
+
+__all__ = ["PostProcessConfig", "select_candidates", "postprocess"]
+
+# decode(reg [K, R], priors index [K], image index [K]) -> boxes [K, 4] xyxy px clipped to the resized image
+DecodeFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class PostProcessConfig:
+    """Inference settings (the ``model.test_cfg`` section).
+
+    score_thr: minimum class score of a kept (prior, class) pair; nms_pre: at most this many pairs per level and
+    image (-1: all); nms_iou: IoU threshold of class-aware NMS; max_per_img: detections returned per image;
+    min_bbox_size: boxes must be wider and taller than this (original px), negative disables the check.
+    """
+
+    score_thr: float
+    nms_pre: int
+    nms_iou: float
+    max_per_img: int
+    min_bbox_size: float
+
+
+def select_candidates(scores: torch.Tensor, num_per_level: Sequence[int], *, score_thr: float,
+                      nms_pre: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per image and level, the (prior, class) pairs with score > score_thr, at most nms_pre, best first.
+
+    scores: [N, P, C] probabilities. Returns image index [K], prior index [K] (into P), label [K] (0..C-1) and
+    score [K]; within one image the pairs come level by level, each level sorted by decreasing score.
+    """
+    num_images, _, num_classes = scores.shape
+    image_ids = torch.arange(num_images, device=scores.device)[:, None]
+    picked, start = [], 0
+    for count in num_per_level:
+        level = scores[:, start:start + count].reshape(num_images, -1)
+        k = level.shape[1] if nms_pre < 0 else min(nms_pre, level.shape[1])
+        top_scores, top_index = level.topk(k, dim=1)
+        keep = top_scores > score_thr
+        flat = top_index[keep]
+        picked.append((image_ids.expand(-1, k)[keep], start + flat // num_classes, flat % num_classes,
+                       top_scores[keep]))
+        start += count
+    return tuple(torch.cat(parts) for parts in zip(*picked))
+
+
+def postprocess(scores: torch.Tensor, reg: torch.Tensor, num_per_level: Sequence[int], decode: DecodeFn,
+                scale_factors: Sequence[tuple[float, float]], cfg: PostProcessConfig) -> list[dict[str, torch.Tensor]]:
+    """Detections per image from flattened head outputs.
+
+    scores: [N, P, C] class probabilities; reg: [N, P, R] regression outputs; decode maps the candidates' reg
+    rows to boxes in resized-image pixels (clipped to the image); scale_factors: per image (sx, sy) of the resize.
+    Returns per image {'boxes': [K, 4] xyxy original px, 'scores': [K], 'labels': [K] int64}, best first.
+    """
+    image_idx, prior_idx, labels, cand_scores = select_candidates(
+        scores, num_per_level, score_thr=cfg.score_thr, nms_pre=cfg.nms_pre)
+    boxes = decode(reg[image_idx, prior_idx], prior_idx, image_idx)
+    # multiply by the reciprocal (as mmdetection's scale_boxes) rather than divide: identical float32 results
+    inv_scale = boxes.new_tensor([[1 / sx, 1 / sy, 1 / sx, 1 / sy] for sx, sy in scale_factors])
+    boxes = boxes * inv_scale[image_idx]
+    if cfg.min_bbox_size >= 0:
+        wh = boxes[:, 2:] - boxes[:, :2]
+        big = (wh > cfg.min_bbox_size).all(dim=1)
+        image_idx, labels, cand_scores, boxes = image_idx[big], labels[big], cand_scores[big], boxes[big]
+    results = []
+    for i in range(scores.shape[0]):
+        mine = image_idx == i
+        b, s, lab = boxes[mine], cand_scores[mine], labels[mine]
+        keep = batched_nms(b, s, lab, cfg.nms_iou)[: cfg.max_per_img]
+        results.append({"boxes": b[keep], "scores": s[keep], "labels": lab[keep]})
+    return results
