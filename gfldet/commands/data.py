@@ -1,0 +1,172 @@
+"""``gfldet data {voc2coco,synth,check,browse,stats}``: dataset tools (thin: parsing and printing only)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+
+from gfldet.config import ConfigError, load_config
+
+DEFAULT_MODEL_CONFIG = Path(__file__).resolve().parents[2] / "configs/_base_/models/gfl_r50_fpn.yaml"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+
+    p = sub.add_parser("voc2coco", help="convert Pascal-VOC XML annotations to COCO json")
+    p.add_argument("--ann-dir", required=True, help="folder of VOC .xml files")
+    p.add_argument("--img-dir", required=True, help="image folder; file_name in the json is relative to it")
+    p.add_argument("--out", required=True, help="output folder for NAME.json (all.json without --split)")
+    p.add_argument("--split", action="append", default=[], metavar="NAME=LIST_FILE",
+                   help="a split name and its ImageSets list file; repeatable")
+    p.add_argument("--classes", help="comma-separated class list (category ids 1..C in this order); "
+                                     "default: sorted names found in the XML files")
+
+    p = sub.add_parser("synth", help="write a deterministic synthetic COCO dataset of shapes")
+    p.add_argument("--out", required=True, help="output folder (train.json, val.json, images/)")
+    p.add_argument("--num-train", type=int, default=300)
+    p.add_argument("--num-val", type=int, default=60)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", default="256x320", help="landscape image size HxW (a quarter are portrait)")
+
+    p = sub.add_parser("check", help="validate every annotation and image of a config's splits")
+    p.add_argument("config")
+    p.add_argument("--split", action="append", choices=("train", "val", "test"),
+                   help="split(s) to check (default: every split whose annotation file exists)")
+    p.add_argument("--strict", action="store_true", help="exit with status 1 when any problem is found")
+    p.add_argument("--opts", nargs="*", default=[], help="config overrides key.sub=value")
+
+    p = sub.add_parser("browse", help="draw GT boxes after the split's transforms into image files")
+    p.add_argument("config")
+    p.add_argument("--split", default="train", choices=("train", "val", "test"))
+    p.add_argument("--out", required=True)
+    p.add_argument("--num", type=int, default=16)
+    p.add_argument("--format", default="jpg", choices=("jpg", "png"))
+    p.add_argument("--opts", nargs="*", default=[], help="config overrides key.sub=value")
+
+    p = sub.add_parser("stats", help="box size/aspect histograms and reg_max clipping of ATSS targets")
+    p.add_argument("config")
+    p.add_argument("--split", default="train", choices=("train", "val", "test"))
+    p.add_argument("--png", help="also save the histograms as a PNG here")
+    p.add_argument("--max-images", type=int, help="only the first N images (faster on COCO)")
+    p.add_argument("--strides", help="comma-separated prior strides (default: from the model config)")
+    p.add_argument("--reg-max", type=int, help="default: model.head.reg_max")
+    p.add_argument("--opts", nargs="*", default=[], help="config overrides key.sub=value")
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return {"voc2coco": _voc2coco, "synth": _synth, "check": _check, "browse": _browse,
+            "stats": _stats}[args.data_command](args)
+
+
+def _voc2coco(args) -> int:
+    from gfldet.data.voc import convert_voc
+
+    splits = {}
+    for item in args.split:
+        if "=" not in item:
+            raise ConfigError(f"--split {item!r}: expected NAME=LIST_FILE, e.g. train=ImageSets/Main/train.txt")
+        name, path = item.split("=", 1)
+        splits[name] = path
+    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+    report = convert_voc(ann_dir=args.ann_dir, img_dir=args.img_dir, out_dir=args.out, splits=splits,
+                         classes=classes)
+    print(f"classes (category ids 1..{len(report['classes'])}): {', '.join(report['classes'])}")
+    for name, info in report["splits"].items():
+        per_class = ", ".join(f"{c}={info['per_class'].get(i + 1, 0)}" for i, c in enumerate(report["classes"]))
+        print(f"{name}: {info['images']} images, {info['annotations']} boxes ({per_class}) -> {info['path']}")
+    for line in report["skipped"].lines():
+        print("skipped " + line)
+    return 0
+
+
+def _synth(args) -> int:
+    from gfldet.data.synthetic import SynthSpec, generate_synthetic
+
+    match = re.fullmatch(r"(\d+)x(\d+)", args.size)
+    if not match or min(int(match[1]), int(match[2])) < 64:
+        raise ConfigError(f"--size {args.size!r}: expected HxW with both sides >= 64, e.g. 256x320")
+    if args.num_train < 1 or args.num_val < 1:
+        raise ConfigError("--num-train and --num-val must be >= 1")
+    spec = SynthSpec(num_train=args.num_train, num_val=args.num_val, height=int(match[1]), width=int(match[2]),
+                     seed=args.seed)
+    for split, path in generate_synthetic(spec, args.out).items():
+        print(f"{split}: {path}")
+    return 0
+
+
+def _check(args) -> int:
+    from gfldet.data.check import check_split
+
+    cfg = load_config(args.config, args.opts)
+    splits = args.split or [s for s in ("train", "val", "test") if s in cfg.data
+                            and Path(cfg.data[s].get("ann_file", "")).is_file()]
+    if not splits:
+        print(f"no split of {args.config} has an existing annotation file (data.<split>.ann_file)")
+        return 1
+    problems = 0
+    for split in splits:
+        section = cfg.data[split]
+        report = check_split(split, section.ann_file, section.img_dir, num_threads=int(cfg.data.num_workers))
+        print("\n".join(report.lines()))
+        problems += report.num_problems
+    print(f"total problems: {problems} (policies: on_bad_image={cfg.data.on_bad_image}, "
+          f"on_bad_annotation={cfg.data.on_bad_annotation})")
+    return 1 if args.strict and problems else 0
+
+
+def _browse(args) -> int:
+    from gfldet.data import build_dataset
+    from gfldet.data.browse import browse
+
+    cfg = load_config(args.config, args.opts)
+    dataset = build_dataset(cfg.data, args.split)
+    paths = browse(dataset, args.out, num=args.num, ext=f".{args.format}")
+    print(f"wrote {len(paths)} images to {args.out}")
+    return 0
+
+
+def _model_settings(cfg, args) -> tuple[list[int], int, float, int]:
+    """(strides, reg_max, octave_base_scale, atss topk) from the config's model section, or from the default
+    GFL model config when the config has none; --strides / --reg-max override."""
+    model = cfg.get("model")
+    if not model or "neck" not in model or "head" not in model:
+        print(f"(no model section in {args.config}: using {DEFAULT_MODEL_CONFIG.name})")
+        model = load_config(DEFAULT_MODEL_CONFIG).model
+    first = 4 * 2 ** int(model.backbone.out_indices[0])   # stage i (C2..C5) has stride 4 * 2^i
+    strides = [first * 2 ** level for level in range(int(model.neck.num_outs))]
+    if args.strides:
+        strides = [int(s) for s in args.strides.split(",")]
+    reg_max = args.reg_max if args.reg_max is not None else int(model.head.reg_max)
+    return strides, reg_max, float(model.head.octave_base_scale), int(model.head.assigner.topk)
+
+
+def _stats(args) -> int:
+    from gfldet.data import build_dataset
+    from gfldet.data.stats import (ASPECT_EDGES, REG_MAX_CANDIDATES, SIZE_EDGES, collect_box_stats,
+                                   save_histograms, text_histogram)
+
+    cfg = load_config(args.config, args.opts)
+    strides, reg_max, octave_base_scale, topk = _model_settings(cfg, args)
+    dataset = build_dataset(cfg.data, args.split)
+    stats = collect_box_stats(dataset, strides=strides, octave_base_scale=octave_base_scale, topk=topk,
+                              max_images=args.max_images)
+    print(f"{dataset.ann_file}: {len(stats.widths)} boxes at training scale; strides {strides}")
+    print("\n".join(text_histogram(np.sqrt(stats.widths * stats.heights), SIZE_EDGES, "box size sqrt(w*h), px")))
+    print("\n".join(text_histogram(stats.widths / stats.heights, ASPECT_EDGES, "aspect w/h")))
+    print(f"ATSS positives: {len(stats.distances)} priors; GTs without any positive: "
+          f"{stats.num_gts_without_positive}")
+    for candidate in sorted(set(REG_MAX_CANDIDATES) | {reg_max}):
+        sides, priors = stats.clip_share(candidate)
+        mark = "  <- model.head.reg_max" if candidate == reg_max else ""
+        print(f"  reg_max {candidate:>3}: {100 * sides:6.2f}% of target distances clipped, "
+              f"{100 * priors:6.2f}% of positives have a clipped side{mark}")
+    if args.png:
+        save_histograms(stats, args.png, reg_max=reg_max)
+        print(f"histograms saved to {args.png}")
+    return 0

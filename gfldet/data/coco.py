@@ -1,0 +1,178 @@
+"""COCO-format detection dataset on pycocotools, with the bad-input policies of ``gfldet.data.problems``.
+
+Labels are contiguous 0..C-1 inside (categories sorted by id), original category ids outside (``ds.cat_ids``).
+Crowd boxes are ignore boxes, never targets. ``filter_empty`` leaves out images without any valid box (training
+only; evaluation splits keep every image). Files without ``annotations`` (test-dev image info) load as images
+without boxes. ``ds.coco`` is the pycocotools index of the file *as written* (what COCO evaluation must use).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from pycocotools.coco import COCO
+from torch.utils.data import Dataset
+
+from gfldet.data.annotations import ImageRecord, load_coco_json, parse_annotations
+from gfldet.data.problems import ANNOTATION_POLICIES, IMAGE_POLICIES, DataError, check_policy
+from gfldet.data.transforms import DetectionTransform
+
+__all__ = ["CocoDetection", "Sample", "read_rgb"]
+
+logger = logging.getLogger("gfldet.data")
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """Decode an image file to RGB uint8 [H, W, 3] with OpenCV (grayscale expanded, alpha dropped, EXIF applied).
+
+    Raises DataError naming the file if it is missing or cannot be decoded.
+    """
+    buffer = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else None
+    if buffer is None:
+        raise DataError(f"image file not found: {path}")
+    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR) if buffer.size else None
+    if image is None:
+        raise DataError(f"cannot decode image {path} ({buffer.size} bytes): corrupt or not an image")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+@dataclass
+class Sample:
+    """One transformed image: ``image`` [3, h, w] uint8 RGB (normalised by collate); boxes xyxy px in the resized
+    image (h, w)."""
+
+    image: torch.Tensor
+    boxes: torch.Tensor          # [G, 4] float32
+    labels: torch.Tensor         # [G] int64 in 0..C-1
+    ignore_boxes: torch.Tensor   # [I, 4] float32 (crowd)
+    image_id: int
+    file_name: str
+    image_size: tuple[int, int]      # (h, w) after resize
+    original_size: tuple[int, int]   # (h, w) of the file
+    scale_factor: tuple[float, float]  # (sx, sy) = (w_resized / w, h_resized / h)
+
+
+class CocoDetection(Dataset):
+    """A COCO detection split. ``ds[i]`` or ``ds[(i, seed)]`` -> Sample (``seed`` fixes random augmentation)."""
+
+    def __init__(self, *, ann_file: str, img_dir: str, transform: DetectionTransform, filter_empty: bool,
+                 on_bad_image: str, on_bad_annotation: str):
+        self.ann_file, self.img_dir, self.transform = str(ann_file), Path(img_dir), transform
+        self._coco: COCO | None = None
+        self.on_bad_image = check_policy("on_bad_image", on_bad_image, IMAGE_POLICIES)
+        check_policy("on_bad_annotation", on_bad_annotation, ANNOTATION_POLICIES)
+        parsed = parse_annotations(ann_file)
+        if parsed.problems and on_bad_annotation == "error":
+            raise DataError(f"{ann_file}: {parsed.problems.total()} bad annotation(s) with on_bad_annotation=error "
+                            f"(set data.on_bad_annotation: drop to drop and count them):\n  "
+                            + "\n  ".join(parsed.problems.lines()))
+        self.cat_ids, self.class_names = parsed.cat_ids, parsed.class_names
+        self.has_annotations = parsed.has_annotations
+        self.problems, self.notes = parsed.problems, parsed.notes
+        self.records = self._existing_images(parsed.records)
+        if filter_empty:
+            kept = [r for r in self.records if not r.is_empty]
+            self.num_filtered_empty = len(self.records) - len(kept)
+            self.records = kept
+        else:
+            self.num_filtered_empty = 0
+        if not self.records:
+            raise DataError(f"{ann_file}: no usable images left (filter_empty={filter_empty}, "
+                            f"{self.problems.total()} problem(s)); check data.{{split}}.ann_file and img_dir")
+        self.problems.log()
+        self.image_ids = [r.image_id for r in self.records]
+
+    @property
+    def coco(self) -> COCO:
+        """pycocotools index of the annotation file as written (for COCO evaluation), built on first use.
+
+        Built lazily and not kept from parsing: the training set's 860k-annotation dict would otherwise be
+        copied (page by page, by reference counting and GC) into every forked DataLoader worker.
+        """
+        if self._coco is None:
+            self._coco = _pycocotools_index(load_coco_json(self.ann_file))
+        return self._coco
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.cat_ids)
+
+    def _existing_images(self, records: list[ImageRecord]) -> list[ImageRecord]:
+        """Records whose file exists; missing ones raise (on_bad_image=error) or are counted and skipped."""
+        kept = []
+        for record in records:
+            path = self.img_dir / record.file_name
+            if path.is_file():
+                kept.append(record)
+                continue
+            message = f"{self.ann_file}: image id {record.image_id}: file not found: {path}"
+            if self.on_bad_image == "error":
+                raise DataError(message + " (set data.on_bad_image: skip to skip and count such images)")
+            self.problems.add("missing image file", message)
+        return kept
+
+    def aspect_flags(self) -> np.ndarray:
+        """[N] bool: True where the image is portrait (width < height), from the annotation file sizes."""
+        return np.array([r.width < r.height for r in self.records], bool)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, item: int | tuple[int, int]) -> Sample:
+        index, seed = item if isinstance(item, tuple) else (item, None)
+        for attempt in range(len(self.records)):
+            record = self.records[(index + attempt) % len(self.records)]
+            try:
+                image = self.load_image(record)
+            except DataError as err:
+                if self.on_bad_image == "error":
+                    raise DataError(f"{err} (set data.on_bad_image: skip to skip such images)") from None
+                logger.warning("skipping bad image (data.on_bad_image=skip): %s", err)
+                continue
+            return self._transform(record, image, seed)
+        raise DataError(f"{self.ann_file}: every image failed to load (data.on_bad_image=skip)")
+
+    def load_image(self, record: ImageRecord) -> np.ndarray:
+        """RGB uint8 [H, W, 3]; DataError if unreadable or not of the size the annotation file claims."""
+        path = self.img_dir / record.file_name
+        try:
+            image = read_rgb(path)
+        except DataError as err:
+            raise DataError(f"{self.ann_file}: image id {record.image_id}: {err}") from None
+        if image.shape[:2] != (record.height, record.width):
+            raise DataError(f"{self.ann_file}: image id {record.image_id}: {path} is {image.shape[1]}x"
+                            f"{image.shape[0]} (w x h) but the annotation file says {record.width}x{record.height}")
+        return image
+
+    def _transform(self, record: ImageRecord, image: np.ndarray, seed: int | None) -> Sample:
+        out = self.transform(image, record.boxes, record.labels, record.ignore_boxes, seed=seed)
+        return Sample(image=out.image, boxes=torch.from_numpy(out.boxes), labels=torch.from_numpy(out.labels),
+                      ignore_boxes=torch.from_numpy(out.ignore_boxes), image_id=record.image_id,
+                      file_name=record.file_name, image_size=tuple(out.image.shape[1:]),
+                      original_size=image.shape[:2], scale_factor=out.scale_factor)
+
+    def summary_lines(self) -> list[str]:
+        """What was built: images, boxes per class, what the policies skipped or dropped."""
+        counts = np.bincount(np.concatenate([r.labels for r in self.records]), minlength=self.num_classes)
+        lines = [f"{self.ann_file}: {len(self.records)} images, {int(counts.sum())} boxes, "
+                 f"{sum(len(r.ignore_boxes) for r in self.records)} crowd/ignore boxes",
+                 "boxes per class: " + ", ".join(f"{n}={c}" for n, c in zip(self.class_names, counts))]
+        if self.num_filtered_empty:
+            lines.append(f"images without boxes left out of training (filter_empty): {self.num_filtered_empty}")
+        return lines + self.problems.lines() + self.notes.lines()
+
+
+def _pycocotools_index(data: dict) -> COCO:
+    """A pycocotools COCO over already-loaded json (its ``createIndex`` prints; we keep stdout clean)."""
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco

@@ -1,0 +1,122 @@
+"""Every kind of bad input gives a clear error (file, id, expectation) or a counted, policy-driven skip/drop."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import data_cfg, write_coco, write_image
+from gfldet.cli import main
+from gfldet.data import DataError, build_dataset
+from gfldet.data.check import check_split
+
+GOOD = {"image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20]}
+
+
+def _build(tmp_path, annotations, images=((1, 64, 64),), **policy):
+    ann = write_coco(tmp_path, list(images), annotations)
+    return build_dataset(data_cfg({"ann_file": str(ann), "img_dir": str(tmp_path)}, **policy), "train")
+
+
+@pytest.mark.parametrize("bad, kind", [
+    ({"image_id": 99, "category_id": 1, "bbox": [1, 1, 5, 5]}, "unknown image id"),
+    ({"image_id": 1, "category_id": 2, "bbox": [1, 1, 5, 5]}, "unknown category id"),
+    ({"image_id": 1, "category_id": 1, "bbox": [1, 1, 0, 5]}, "degenerate box"),
+    ({"image_id": 1, "category_id": 1, "bbox": [1, 1, 5, -3]}, "degenerate box"),
+    ({"image_id": 1, "category_id": 1, "bbox": [100, 100, 5, 5]}, "box outside image"),
+    ({"image_id": 1, "category_id": 1, "bbox": [1, float("nan"), 5, 5]}, "non-finite or malformed box"),
+    ({"image_id": 1, "category_id": 1, "bbox": [1, 2, 3]}, "non-finite or malformed box"),
+])
+def test_bad_annotation_is_dropped_and_counted_or_raised(tmp_path, bad, kind):
+    ds = _build(tmp_path, [GOOD, bad])
+    assert ds.problems.counts == {kind: 1}
+    assert len(ds.records[0].boxes) == 1 and "annotation id 2" in ds.problems.examples[kind][0]
+    with pytest.raises(DataError, match=f"annotation id 2.*|{kind}"):
+        _build(tmp_path, [GOOD, bad], on_bad_annotation="error")
+
+
+def test_partly_outside_box_is_clipped_and_noted(tmp_path):
+    ds = _build(tmp_path, [{"image_id": 1, "category_id": 3, "bbox": [50, -5, 30, 20]}])
+    np.testing.assert_allclose(ds.records[0].boxes, [[50, 0, 64, 15]])
+    assert ds.records[0].labels.tolist() == [1] and ds.notes.counts == {"box clipped to image": 1}
+    assert not ds.problems
+
+
+def test_missing_image_file(tmp_path):
+    ann = write_coco(tmp_path, [(1, 64, 64), (2, 64, 64)], [GOOD, {**GOOD, "image_id": 2}])
+    (tmp_path / "img_2.png").unlink()
+    cfg = data_cfg({"ann_file": str(ann), "img_dir": str(tmp_path)})
+    with pytest.raises(DataError, match=r"image id 2: file not found: .*img_2.png"):
+        build_dataset(cfg, "train")
+    cfg.on_bad_image = "skip"
+    ds = build_dataset(cfg, "train")
+    assert len(ds) == 1 and ds.problems.counts == {"missing image file": 1}
+
+
+def test_corrupt_image_raises_or_is_skipped_at_load_time(tmp_path, caplog):
+    ann = write_coco(tmp_path, [(1, 64, 64), (2, 64, 64)], [GOOD, {**GOOD, "image_id": 2}])
+    (tmp_path / "img_1.png").write_bytes(b"\x89PNG not really")
+    cfg = data_cfg({"ann_file": str(ann), "img_dir": str(tmp_path)})
+    with pytest.raises(DataError, match=r"image id 1: cannot decode image .*img_1.png"):
+        build_dataset(cfg, "train")[0]
+    cfg.on_bad_image = "skip"
+    sample = build_dataset(cfg, "train")[0]
+    assert sample.image_id == 2 and "skipping bad image" in caplog.text
+
+
+def test_image_size_differs_from_annotation(tmp_path):
+    ann = write_coco(tmp_path, [(1, 64, 64)], [GOOD])
+    write_image(tmp_path / "img_1.png", 48, 64)
+    with pytest.raises(DataError, match=r"image id 1: .*is 64x48 \(w x h\) but the annotation file says 64x64"):
+        build_dataset(data_cfg({"ann_file": str(ann), "img_dir": str(tmp_path)}), "train")[0]
+
+
+@pytest.mark.parametrize("channels", [1, 4])
+def test_grayscale_and_rgba_images_load_as_rgb(tmp_path, channels):
+    ann = write_coco(tmp_path, [(1, 64, 64)], [GOOD])
+    write_image(tmp_path / "img_1.png", 64, 64, channels=channels, value=200)
+    sample = build_dataset(data_cfg({"ann_file": str(ann), "img_dir": str(tmp_path)}), "train")[0]
+    assert sample.image.shape[0] == 3
+    report = check_split("train", str(ann), str(tmp_path))
+    assert report.num_problems == 0 and report.image_notes.total() == 1
+
+
+@pytest.mark.parametrize("content, message", [
+    ("", "the annotation file is empty"),
+    ("{not json", "not valid JSON"),
+    (json.dumps({"foo": 1}), "not a COCO detection file"),
+    (json.dumps([1, 2]), "not a COCO detection file"),
+    (json.dumps({"images": [{"id": 1}], "categories": []}), r"images\[0\] lacks file_name"),
+    (json.dumps({"images": [], "categories": []}), "'categories' is empty"),
+])
+def test_malformed_annotation_files(tmp_path, content, message):
+    (tmp_path / "ann.json").write_text(content)
+    with pytest.raises(DataError, match=message) as err:
+        build_dataset(data_cfg({"ann_file": str(tmp_path / "ann.json"), "img_dir": str(tmp_path)}), "train")
+    assert "ann.json" in str(err.value)
+
+
+def test_missing_annotation_file_names_the_key(tmp_path):
+    with pytest.raises(DataError, match="annotation file not found.*data.<split>.ann_file"):
+        build_dataset(data_cfg({"ann_file": str(tmp_path / "nope.json"), "img_dir": str(tmp_path)}), "train")
+
+
+def test_check_counts_every_problem_kind(tmp_path):
+    ann = write_coco(tmp_path, [(1, 64, 64), (2, 64, 64), (3, 64, 64)],
+                     [GOOD, {**GOOD, "bbox": [1, 1, 0, 0]}, {**GOOD, "category_id": 9}])
+    (tmp_path / "img_2.png").unlink()
+    (tmp_path / "img_3.png").write_bytes(b"garbage")
+    report = check_split("train", str(ann), str(tmp_path))
+    kinds = {**report.annotations.problems.counts, **report.image_problems.counts}
+    assert kinds == {"degenerate box": 1, "unknown category id": 1, "missing image file": 1, "unreadable image": 1}
+    assert "problems found: 4" in "\n".join(report.lines())
+
+
+def test_cli_reports_bad_data_without_traceback(tmp_path, capsys):
+    (tmp_path / "ann.json").write_text("[]")
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"_base_: {(__import__('conftest').REPO / 'configs/_base_/datasets/synthetic.yaml')}\n"
+                   f"data:\n  train:\n    ann_file: {tmp_path / 'ann.json'}\n")
+    assert main(["data", "browse", str(cfg), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert "not a COCO detection file" in err and "Traceback" not in err
