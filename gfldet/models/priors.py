@@ -21,7 +21,8 @@ class Priors:
     """Priors of all levels for one set of feature-map sizes (P = total number of priors).
 
     centers_px: [P, 2] (x, y) pixels; anchors_px: [P, 4] xyxy pixels; strides: [P] stride of each prior's level;
-    grid_xy: [P, 2] integer cell indices (x, y) within the level; num_per_level: priors per level.
+    grid_xy: [P, 2] integer cell indices (x, y) within the level; num_per_level: priors per level;
+    level_grids: (H_l, W_l, stride_l) per level (lets the ATSS assigner search a window instead of a whole level).
     """
 
     centers_px: torch.Tensor
@@ -29,6 +30,7 @@ class Priors:
     strides: torch.Tensor
     grid_xy: torch.Tensor
     num_per_level: tuple[int, ...]
+    level_grids: tuple[tuple[int, int, int], ...]
 
 
 class PriorGenerator:
@@ -73,7 +75,8 @@ class PriorGenerator:
         half = (0.5 * self.octave_base_scale) * stride[:, None]
         anchors = torch.cat([centers - half, centers + half], dim=1)
         return Priors(centers_px=centers, anchors_px=anchors, strides=stride, grid_xy=grid_xy,
-                      num_per_level=tuple(h * w for h, w in featmap_sizes))
+                      num_per_level=tuple(h * w for h, w in featmap_sizes),
+                      level_grids=tuple((h, w, s) for (h, w), s in zip(featmap_sizes, self.strides)))
 
     def valid_flags(self, priors: Priors, image_sizes: Sequence[tuple[int, int]], *,
                     pad_size_divisor: int) -> torch.Tensor:

@@ -25,7 +25,7 @@ class GFLHead(DenseHead):
 
     reg_max: distances are distributions over bins {0..reg_max} (stride units); dfl_target_eps: DFL targets are
     clamped to [0, reg_max - dfl_target_eps] (0.1 in mmdetection 3.3 and GFocal). ``assigner`` must offer
-    ``assign(anchors_px, num_per_level, gt_boxes, gt_valid, prior_valid) -> AssignResult`` (e.g. ATSSAssigner);
+    ``assign(anchors_px, num_per_level, gt_boxes, gt_valid, prior_valid, *, level_grids) -> AssignResult`` (e.g. ATSSAssigner);
     ``loss_cls`` is QualityFocalLoss-like, ``loss_bbox`` GIoULoss-like, ``loss_dfl`` DistributionFocalLoss-like
     (each ``forward(..., weight, avg_factor)``). See DenseHead for the tower arguments.
     """
@@ -68,7 +68,8 @@ class GFLHead(DenseHead):
         reg_logits = flatten_levels(bbox_preds)  # [N, P, 4(n+1)]
         prior_valid = self.prior_generator.valid_flags(priors, image_sizes, pad_size_divisor=self.pad_size_divisor)
         boxes, labels, gt_valid = pad_gt_boxes(list(gt_boxes), list(gt_labels))
-        assignment = self.assigner.assign(priors.anchors_px, priors.num_per_level, boxes, gt_valid, prior_valid)
+        assignment = self.assigner.assign(priors.anchors_px, priors.num_per_level, boxes, gt_valid, prior_valid,
+                                          level_grids=priors.level_grids)
         return self._losses(cls_logits, reg_logits, priors, prior_valid, assignment, boxes, labels)
 
     def _losses(self, cls_logits: torch.Tensor, reg_logits: torch.Tensor, priors: Priors, prior_valid: torch.Tensor,
