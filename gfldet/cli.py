@@ -21,6 +21,10 @@ COMMANDS = {
     "infer": ("infer", "run a checkpoint on image files and draw the detections"),
     "data": ("data", "dataset tools: voc2coco, synth, check, browse, stats"),
     "convert": ("convert", "convert checkpoints from other frameworks (mmdetection)"),
+    "benchmark": ("benchmark", "time inference or a training step (images/s, ms per stage, peak memory)"),
+    "export": ("export", "export a checkpoint to ONNX (optionally with decode + NMS)"),
+    "plot": ("plot", "plot loss, lr and AP curves of one or several work dirs"),
+    "report": ("report", "tabulate ablation work dirs beside the paper's numbers (markdown + CSV)"),
 }
 
 

@@ -19,11 +19,20 @@ import re
 from typing import Mapping
 
 from gfldet.assigners import ATSSAssigner
+from gfldet.assigners.fcos import FCOSAssigner
+from gfldet.assigners.fovea import FoveaAssigner
+from gfldet.assigners.max_iou import MaxIoUAssigner
 from gfldet.config import Config, ConfigError, build_from_cfg, check_keys
 from gfldet.losses import DistributionFocalLoss, FocalLoss, GIoULoss, QualityFocalLoss
+from gfldet.losses.l1 import L1Loss
+from gfldet.losses.soft_focal import SoftFocalLoss
 from gfldet.models.backbones import ResNet, TimmBackbone
 from gfldet.models.detector import Detector
+from gfldet.models.heads.atss_head import ATSSHead
+from gfldet.models.heads.fcos_head import FCOSHead
+from gfldet.models.heads.fovea_head import FoveaHead
 from gfldet.models.heads.gfl_head import GFLHead
+from gfldet.models.heads.retina_head import RetinaHead
 from gfldet.models.heads.postprocess import PostProcessConfig
 from gfldet.models.necks import FPN
 
@@ -31,9 +40,10 @@ __all__ = ["build_detector", "Detector", "BACKBONES", "NECKS", "HEADS", "ASSIGNE
 
 BACKBONES = {"resnet": ResNet, "timm": TimmBackbone}
 NECKS = {"fpn": FPN}
-HEADS = {"gfl": GFLHead}
-ASSIGNERS = {"atss": ATSSAssigner}
-LOSSES = {"qfl": QualityFocalLoss, "dfl": DistributionFocalLoss, "giou": GIoULoss, "focal": FocalLoss}
+HEADS = {"gfl": GFLHead, "atss": ATSSHead, "fcos": FCOSHead, "retina": RetinaHead, "fovea": FoveaHead}
+ASSIGNERS = {"atss": ATSSAssigner, "fcos": FCOSAssigner, "max_iou": MaxIoUAssigner, "fovea": FoveaAssigner}
+LOSSES = {"qfl": QualityFocalLoss, "dfl": DistributionFocalLoss, "giou": GIoULoss, "focal": FocalLoss,
+          "soft_focal": SoftFocalLoss, "l1": L1Loss}
 MODEL_KEYS = ("num_classes", "backbone", "neck", "head", "test_cfg")
 
 

@@ -66,16 +66,32 @@ class DenseHead(nn.Module):
         self.prior_generator = PriorGenerator(strides=strides, octave_base_scale=octave_base_scale)
         self.cls_convs = _tower(in_channels, feat_channels, stacked_convs, norm_groups)
         self.reg_convs = _tower(in_channels, feat_channels, stacked_convs, norm_groups)
-        self.cls_pred = nn.Conv2d(feat_channels, num_classes, 3, padding=1)
-        self.reg_pred = nn.Conv2d(feat_channels, self.reg_channels, 3, padding=1)
+        self.cls_pred = nn.Conv2d(feat_channels, self.num_anchors * num_classes, 3, padding=1)
+        self.reg_pred = nn.Conv2d(feat_channels, self.num_anchors * self.reg_channels, 3, padding=1)
         self.scales = nn.ParameterList(nn.Parameter(torch.ones(())) for _ in strides)
         self._init_weights(init_std=init_std, prior_prob=prior_prob)
 
     # -- hooks for subclasses -------------------------------------------------------------------------------------
     @property
     def reg_channels(self) -> int:
-        """Channels of the regression output (4 for plain ltrb distances)."""
+        """Regression channels per prior (4 for plain ltrb distances)."""
         return 4
+
+    @property
+    def num_anchors(self) -> int:
+        """Priors per feature-map location (RetinaNet: 9); output channels are anchor-major."""
+        return 1
+
+    def regression_output(self, reg_feat: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """Regression-tower features [N, F, H_l, W_l] -> the level's regression output [N, R, H_l, W_l] (float32);
+        a head with an extra branch on the regression tower appends its channels here."""
+        return (self.reg_pred(reg_feat) * scale).float()
+
+    def flat_outputs(self, cls_scores: Sequence[torch.Tensor],
+                     bbox_preds: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-level outputs -> ranking scores [N, P, C] and regression rows [N, P, R] (float32 also under
+        autocast), P in prior order."""
+        return self.class_probabilities(flatten_levels(cls_scores).float()), flatten_levels(bbox_preds).float()
 
     def decode_distances(self, reg: torch.Tensor) -> torch.Tensor:
         """Regression outputs [..., reg_channels] -> ltrb distances [..., 4] in stride units."""
@@ -107,7 +123,7 @@ class DenseHead(nn.Module):
             for layer in self.reg_convs:
                 reg_feat = layer(reg_feat)
             cls_scores.append(self.cls_pred(cls_feat))
-            reg_outputs.append((self.reg_pred(reg_feat) * scale).float())
+            reg_outputs.append(self.regression_output(reg_feat, scale))
         return cls_scores, reg_outputs
 
     @staticmethod
@@ -144,8 +160,7 @@ class DenseHead(nn.Module):
         """
         self.check_batch(cls_scores, image_sizes=image_sizes, scale_factors=scale_factors)
         priors = self.priors_for(cls_scores)
-        scores = self.class_probabilities(flatten_levels(cls_scores).float())  # float32 also under autocast
-        reg = flatten_levels(bbox_preds).float()
+        scores, reg = self.flat_outputs(cls_scores, bbox_preds)
         sizes = torch.tensor([list(s) for s in image_sizes], dtype=reg.dtype, device=reg.device)
 
         def decode(rows: torch.Tensor, prior_idx: torch.Tensor, image_idx: torch.Tensor) -> torch.Tensor:
