@@ -9,7 +9,8 @@
 # with metrics.json is skipped, one with latest.pth but no metrics.json resumes training from it (a no-op when the
 # schedule had finished) and is then evaluated, so re-running after a crash continues. One config can fill rows of
 # several tables (its `ablation` key lists them), so each model trains once. The report goes to
-# WORK_ROOT/<schedule>_<data>/report/ (report.md, table_<key>.{md,csv}).
+# WORK_ROOT/<schedule>_<data>/report/ (report.md, table_<key>.{md,csv}). Run several copies at once to use several
+# cores: each claims a config through WORK_DIR.lock (remove stale locks after a crash).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -89,11 +90,19 @@ for config in "${CONFIGS[@]}"; do
     echo "[ablations] $name: done (metrics.json present), skipped"
     continue
   fi
+  # Several runners (e.g. one per core or machine, over a shared disk) may work through the same list: a runner
+  # claims a config by creating its lock directory and skips configs another runner has claimed.
+  mkdir -p "$RUN_ROOT"
+  if [ "$DRY_RUN" = 0 ] && ! mkdir "$work_dir.lock" 2>/dev/null; then
+    echo "[ablations] $name: claimed by another runner ($work_dir.lock), skipped"
+    continue
+  fi
   run_config=$(write_run_config "$config" "$work_dir")
   echo "[ablations] $name: training"
   train "$run_config" "$work_dir"
   echo "[ablations] $name: evaluating"
   run "${GFLDET[@]}" test "$run_config" "$work_dir/latest.pth" --work-dir "$work_dir"
+  [ "$DRY_RUN" = 1 ] || rmdir "$work_dir.lock"
 done
 
 TABLE_ARGS=()

@@ -1,0 +1,103 @@
+"""Shared pieces of the benchmark scripts: the torchvision FCOS peer, gfldet's R-50 model, arguments, reports.
+
+Timing itself lives in ``gfldet.engine.benchmark`` (interleaved runs, medians, wall and CPU clocks).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+from torchvision.models import resnet50
+from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+from torchvision.models.detection.fcos import FCOS
+from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from gfldet.config import load_config
+from gfldet.engine.benchmark import StageTimes, environment_lines, median_ratio
+from gfldet.models import build_detector
+
+REPO = Path(__file__).resolve().parents[1]
+R50_CONFIG = REPO / "configs/gfl/gfl_r50_fpn_1x_coco.yaml"
+NUM_CLASSES = 80
+
+
+def build_gfl_r50(overrides: tuple[str, ...] = ()) -> torch.nn.Module:
+    """gfldet's GFL R-50-FPN (80 classes) with random weights (nothing downloaded)."""
+    cfg = load_config(R50_CONFIG, ["model.backbone.pretrained=false", *overrides])
+    return build_detector(cfg.model)
+
+
+def build_fcos_r50(*, height: int, width: int, score_thresh: float = 0.05, nms_thresh: float = 0.6,
+                   detections_per_img: int = 100, topk_candidates: int = 1000) -> FCOS:
+    """torchvision FCOS R-50-FPN as ``fcos_resnet50_fpn(weights_backbone=...)`` builds it, without the download.
+
+    ``fcos_resnet50_fpn(weights=None, weights_backbone=None)`` switches to trainable BatchNorm and 5 trainable
+    stages; with a pretrained backbone it uses FrozenBatchNorm2d and trainable_backbone_layers=3 (stem and layer1
+    frozen), which is what our frozen_stages=1 / norm_eval config matches, so that branch is rebuilt here from the
+    same torchvision parts. The transform gets mean 0 / std 1 (inputs are already normalised) and
+    min_size=min(H, W), max_size=max(H, W), so an HxW input is "resized" by a factor of exactly 1.
+    """
+    backbone = _resnet_fpn_extractor(resnet50(norm_layer=FrozenBatchNorm2d), 3, returned_layers=[2, 3, 4],
+                                     extra_blocks=LastLevelP6P7(256, 256))
+    return FCOS(backbone, NUM_CLASSES, min_size=min(height, width), max_size=max(height, width),
+                image_mean=[0.0, 0.0, 0.0], image_std=[1.0, 1.0, 1.0], score_thresh=score_thresh,
+                nms_thresh=nms_thresh, detections_per_img=detections_per_img, topk_candidates=topk_candidates)
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, *, default_runs: int) -> None:
+    parser.add_argument("--quick", action="store_true", help="tiny sizes and 1 run: a smoke test, not a figure")
+    parser.add_argument("--runs", type=int, default=default_runs, help="timed rounds (median reported)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: on a shared machine the CPU-time figures then measure "
+                             "work, not waiting)")
+    parser.add_argument("--md", type=Path, default=None, help="markdown snippet path (default benchmarks/results/)")
+
+
+def setup(args: argparse.Namespace) -> None:
+    """Seed, threads, --quick; records the machine, versions, date and load average at the start."""
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    if args.quick:
+        args.runs, args.warmup = 1, 0
+    args.environment = environment_lines(torch.device("cpu"))
+
+
+def ratio_lines(times: dict[str, StageTimes], *, peer: str, batch_size: int) -> list[str]:
+    """Markdown table rows: per pipeline, median wall and CPU ms per image and the ratio to ``peer``."""
+    rows = ["| pipeline | wall ms/img | CPU ms/img | wall ratio | CPU ratio |", "|---|---:|---:|---:|---:|"]
+    for name, t in times.items():
+        rows.append(f"| {name} | {1000 * t.median_total() / batch_size:.1f} | "
+                    f"{1000 * t.median_total('cpu') / batch_size:.1f} | {median_ratio(t, times[peer]):.3f} | "
+                    f"{median_ratio(t, times[peer], 'cpu'):.3f} |")
+    return rows
+
+
+def stage_lines(times: dict[str, StageTimes], *, batch_size: int) -> list[str]:
+    """Markdown table rows: median CPU ms per image of every stage of every pipeline."""
+    rows = ["| pipeline | " + " | ".join(f"{s} (CPU ms/img)" for s in next(iter(times.values())).names) + " |",
+            "|---|" + "---:|" * len(next(iter(times.values())).names)]
+    for name, t in times.items():
+        rows.append(f"| {name} | " + " | ".join(f"{1000 * t.median(s, 'cpu') / batch_size:.1f}"
+                                                for s in t.names) + " |")
+    return rows
+
+
+def write_report(args: argparse.Namespace, *, name: str, title: str, body: list[str]) -> Path:
+    """Print the snippet and write it to ``args.md`` (default benchmarks/results/<name>.md)."""
+    command = "python " + " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+    load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    lines = [f"### {title}", "", *[f"- {line}" for line in args.environment], f"- load average at the end: {load}",
+             f"- command: `{command}`", "", *body, ""]
+    text = "\n".join(lines)
+    print(text)
+    path = args.md or REPO / "benchmarks/results" / f"{name}{'_quick' if args.quick else ''}.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    print(f"wrote {path}")
+    return path

@@ -1,0 +1,138 @@
+"""Inference incl. post-processing: gfldet GFL R-50-FPN vs torchvision FCOS R-50-FPN, one process, same inputs.
+
+    python benchmarks/bench_infer_vs_torchvision.py [--quick] [--runs 5] [--threads 1]
+
+Both models get the same random "normalised" 800x1333 image (batch 1) and random weights. Settings matched:
+score threshold 0.05, at most 1000 candidates per level, class-aware NMS at IoU 0.6, 100 detections. gfldet gets
+the image zero-padded to 800x1344 with image_size (800, 1333); FCOS gets the 800x1333 tensor and pads it to
+800x1344 itself; its transform has mean 0 / std 1 and min/max size 800/1333, i.e. a resize by exactly 1 (one
+cheap bilinear pass and one normalisation pass over the input remain in FCOS's time).
+
+Random weights make post-processing unrepresentative: FCOS's initial score sqrt(0.01 * 0.5) = 0.07 passes the 0.05
+threshold everywhere (1000 candidates per level), GFL's initial 0.01 passes nowhere. So two scenarios are timed:
+``init`` (as initialised) and ``saturated`` (GFL's cls prior_prob set to 0.5, so both models send the full 5 x 1000
+candidates to NMS). The candidate counts are printed with the times.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+
+import torch
+
+import _common
+from gfldet.commands.benchmark import parse_size
+from gfldet.engine.benchmark import inference_stages, run_interleaved, synthetic_batch
+from gfldet.models.heads.dense_head import flatten_levels
+from gfldet.models.heads.postprocess import select_candidates
+from gfldet.models.inference_opt import optimize_for_inference
+
+SCENARIOS = {"init": (), "saturated": ("model.head.prior_prob=0.5",)}
+
+
+def fcos_stages(model, image_sizes):
+    """FCOS's eval forward split into backbone+neck (incl. its transform) / head / postprocess stages."""
+    def backbone(images):
+        image_list, _ = model.transform([im[:, :h, :w] for im, (h, w) in zip(images, image_sizes)])
+        return image_list, list(model.backbone(image_list.tensors).values())
+
+    def head(state):
+        image_list, feats = state
+        return image_list, feats, model.head(feats)
+
+    def postprocess(state):
+        image_list, feats, outputs = state
+        anchors = model.anchor_generator(image_list, feats)
+        counts = [f.shape[2] * f.shape[3] for f in feats]
+        split = {k: list(v.split(counts, dim=1)) for k, v in outputs.items()}
+        detections = model.postprocess_detections(split, [list(a.split(counts)) for a in anchors],
+                                                  image_list.image_sizes)
+        return model.transform.postprocess(detections, image_list.image_sizes, list(image_sizes))
+
+    def inference(fn):
+        def wrapped(value):
+            with torch.inference_mode():
+                return fn(value)
+        return wrapped
+
+    return [(name, inference(fn)) for name, fn in
+            (("backbone+neck", backbone), ("head", head), ("postprocess", postprocess))]
+
+
+@torch.inference_mode()
+def candidate_counts(gfl, fcos, images, image_sizes) -> tuple[int, int]:
+    """(prior, class) pairs each model sends to NMS for the first image."""
+    cls_scores, _ = gfl.raw_outputs(images)
+    cfg = gfl.head.test_cfg
+    num_per_level = gfl.head.priors_for(cls_scores).num_per_level
+    gfl_count = select_candidates(flatten_levels(cls_scores)[:1].sigmoid(), num_per_level,
+                                  score_thr=cfg.score_thr, nms_pre=cfg.nms_pre)[0].numel()
+    _, feats = fcos_stages(fcos, image_sizes)[0][1](images)
+    outputs = fcos.head(feats)
+    fcos_count = 0
+    for cls, ctr in zip(outputs["cls_logits"][0].split([f.shape[2] * f.shape[3] for f in feats]),
+                        outputs["bbox_ctrness"][0].split([f.shape[2] * f.shape[3] for f in feats])):
+        passed = int(((cls.sigmoid() * ctr.sigmoid()).sqrt() > fcos.score_thresh).sum())
+        fcos_count += min(passed, fcos.topk_candidates)
+    return gfl_count, fcos_count
+
+
+def check_fcos_split(fcos, images, image_sizes) -> None:
+    """The staged FCOS must give exactly what ``fcos(images)`` gives."""
+    value = images
+    for _, fn in fcos_stages(fcos, image_sizes):
+        value = fn(value)
+    with torch.inference_mode():
+        direct = fcos([im[:, :h, :w] for im, (h, w) in zip(images, image_sizes)])
+    for a, b in zip(value, direct):
+        assert all(torch.equal(a[k], b[k]) for k in ("boxes", "scores", "labels")), "FCOS stage split differs"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    _common.add_common_arguments(parser, default_runs=5)
+    parser.add_argument("--size", default="800x1333", help="HxW (default 800x1333)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time optimize_for_inference(compile=True) (inductor with frozen weights; "
+                             "compiling takes minutes)")
+    parser.add_argument("--scenarios", nargs="+", choices=list(SCENARIOS), default=list(SCENARIOS))
+    args = parser.parse_args()
+    _common.setup(args)
+    height, width = (256, 320) if args.quick else parse_size(args.size)
+    batch = synthetic_batch(batch_size=1, height=height, width=width, num_classes=_common.NUM_CLASSES)
+    device = torch.device("cpu")
+    body = [f"Inference incl. post-processing, batch 1, {height}x{width} (padded "
+            f"{batch.images.shape[2]}x{batch.images.shape[3]}), random weights, {args.runs} interleaved rounds, "
+            f"{args.threads} thread(s). Ratio = median over rounds of gfldet time / FCOS time in the same round.", ""]
+    for scenario in args.scenarios:
+        overrides = SCENARIOS[scenario]
+        plain = _common.build_gfl_r50(overrides).eval()
+        optimised = optimize_for_inference(copy.deepcopy(plain), channels_last=True)
+        fcos = _common.build_fcos_r50(height=height, width=width).eval()
+        check_fcos_split(fcos, batch.images, batch.image_sizes)
+        gfl_candidates, fcos_candidates = candidate_counts(plain, fcos, batch.images, batch.image_sizes)
+        pipelines = {
+            "gfldet (optimize_for_inference)": (inference_stages(optimised, batch, autocast=contextlib.nullcontext),
+                                                batch.images),
+            "gfldet (plain)": (inference_stages(plain, batch, autocast=contextlib.nullcontext), batch.images),
+            "torchvision FCOS": (fcos_stages(fcos, batch.image_sizes), batch.images),
+        }
+        if args.compile:
+            compiled = optimize_for_inference(copy.deepcopy(plain), channels_last=True, compile=True)
+            with torch.inference_mode():  # compile outside the timed rounds
+                compiled.predict(batch.images, batch.image_sizes, batch.scale_factors)
+            pipelines["gfldet (optimize_for_inference + compile)"] = (
+                inference_stages(compiled, batch, autocast=contextlib.nullcontext), batch.images)
+        times = run_interleaved(pipelines, runs=args.runs, warmup=args.warmup, device=device)
+        body += [f"**Scenario `{scenario}`**: candidates sent to NMS: gfldet {gfl_candidates}, "
+                 f"FCOS {fcos_candidates}; detections kept: gfldet "
+                 f"{len(times['gfldet (plain)'].last_output[0]['boxes'])}, FCOS "
+                 f"{len(times['torchvision FCOS'].last_output[0]['boxes'])}", "",
+                 *_common.ratio_lines(times, peer="torchvision FCOS", batch_size=1), "",
+                 *_common.stage_lines(times, batch_size=1), ""]
+    _common.write_report(args, name="infer_vs_torchvision", title="Inference vs torchvision FCOS (CPU)", body=body)
+
+
+if __name__ == "__main__":
+    main()

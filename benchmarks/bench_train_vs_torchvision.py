@@ -1,0 +1,88 @@
+"""Training step (forward, loss, backward, SGD step): gfldet GFL R-50-FPN vs torchvision FCOS R-50-FPN.
+
+    python benchmarks/bench_train_vs_torchvision.py [--quick] [--runs 3] [--threads 1] [--sizes 2x800x1333 8x512x512]
+
+One process, identical random images and GT boxes (8 per image, labels in 0..79), random weights, SGD (lr 1e-3,
+momentum 0.9, weight decay 1e-4) over the trainable parameters of each model. Frozen parts as far as torchvision
+allows: FCOS is built as ``fcos_resnet50_fpn`` builds it with a pretrained backbone (FrozenBatchNorm2d,
+trainable_backbone_layers=3: stem and layer1 frozen) = gfldet's frozen_stages=1 with norm_eval. Differences that
+remain: gfldet's BatchNorms in layer2-4 keep trainable affine parameters (mmdetection's norm_eval semantics;
+FrozenBatchNorm2d freezes them); the GFL head predicts 4 x 17 distribution logits per prior where FCOS predicts
+4 distances + 1 centerness; FCOS's tower convs have biases and its FPN has a ReLU before P7; the losses differ by
+design (ATSS + QFL + DFL + GIoU vs centre sampling + focal + GIoU + centerness BCE); FCOS's transform runs a
+resize by exactly 1 and a mean-0/std-1 normalisation pass over the batch.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+import torch
+
+import _common
+from gfldet.engine.benchmark import run_interleaved, synthetic_batch
+
+LR, MOMENTUM, WEIGHT_DECAY = 1e-3, 0.9, 1e-4
+
+
+def sgd(model: torch.nn.Module) -> torch.optim.SGD:
+    return torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=LR, momentum=MOMENTUM,
+                           weight_decay=WEIGHT_DECAY)
+
+
+def step_stages(forward_loss, optimizer):
+    """forward+loss (input ignored) -> backward -> optimizer step; the split both models share."""
+    def step(_):
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return [("forward+loss", lambda _: sum(forward_loss().values())),
+            ("backward", lambda total: total.backward()), ("optimizer", step)]
+
+
+def gfl_pipeline(model, batch, *, channels_last: bool):
+    model.train()
+    images = batch.images
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+    return step_stages(lambda: model(images, batch.image_sizes, batch.gt_boxes, batch.gt_labels), sgd(model))
+
+
+def fcos_pipeline(model, batch):
+    model.train()
+    images = [im[:, :h, :w] for im, (h, w) in zip(batch.images, batch.image_sizes)]
+    targets = [{"boxes": b, "labels": lab} for b, lab in zip(batch.gt_boxes, batch.gt_labels)]
+    return step_stages(lambda: model(images, targets), sgd(model))
+
+
+def run_size(args, batch_size: int, height: int, width: int) -> list[str]:
+    batch = synthetic_batch(batch_size=batch_size, height=height, width=width, num_classes=_common.NUM_CLASSES)
+    pipelines = {"gfldet (channels_last)": (gfl_pipeline(_common.build_gfl_r50(), batch, channels_last=True), None),
+                 "gfldet (NCHW)": (gfl_pipeline(_common.build_gfl_r50(), batch, channels_last=False), None),
+                 "torchvision FCOS": (fcos_pipeline(_common.build_fcos_r50(height=height, width=width), batch),
+                                      None)}
+    times = run_interleaved(pipelines, runs=args.runs, warmup=args.warmup, device=torch.device("cpu"))
+    return [f"**Batch {batch_size}, {height}x{width}** (padded {batch.images.shape[2]}x{batch.images.shape[3]}); "
+            f"load average after: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}", "",
+            *_common.ratio_lines(times, peer="torchvision FCOS", batch_size=batch_size), "",
+            *_common.stage_lines(times, batch_size=batch_size), ""]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    _common.add_common_arguments(parser, default_runs=3)
+    parser.add_argument("--sizes", nargs="+", default=["2x800x1333", "8x512x512"], help="NxHxW settings")
+    args = parser.parse_args()
+    _common.setup(args)
+    sizes = [(2, 128, 160)] if args.quick else [tuple(int(v) for v in s.split("x")) for s in args.sizes]
+    body = [f"One training step, random weights, {args.runs} interleaved rounds after {args.warmup} warm-up, "
+            f"{args.threads} thread(s). Ratio = median over rounds of gfldet time / FCOS time in the same round.", ""]
+    for batch_size, height, width in sizes:
+        body += run_size(args, batch_size, height, width)
+    _common.write_report(args, name="train_vs_torchvision", title="Training step vs torchvision FCOS (CPU)",
+                         body=body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""``gfldet benchmark CONFIG``: time inference (full predict) or a training step on synthetic inputs.
+
+Random weights unless ``--ckpt`` is given (nothing is downloaded: ``model.backbone.pretrained`` is switched off).
+``infer`` times backbone+neck / head / post-processing of ``model.predict``, after ``optimize_for_inference``
+(BatchNorm folding, channels_last; ``--no-optimize`` times the plain model); ``train`` times forward / loss /
+backward / optimizer of one step with random GT boxes, using the config's ``optimizer`` section.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+
+from gfldet.errors import GfldetError
+
+MODES = ("infer", "train")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="YAML config (its `model` section, and `optimizer` for --mode train)")
+    parser.add_argument("--ckpt", help="checkpoint to load (default: random weights)")
+    parser.add_argument("--mode", choices=MODES, default="infer")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="auto = cuda when a GPU is visible")
+    parser.add_argument("--amp", choices=("off", "fp16", "bf16"), default="off")
+    parser.add_argument("--batch", type=int, default=1, help="images per batch (default 1)")
+    parser.add_argument("--size", default="800x1333", help="HxW of each image before padding to /32 "
+                                                          "(default 800x1333)")
+    parser.add_argument("--runs", type=int, default=10, help="timed runs; the median is reported (default 10)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed runs first (default 2)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--gts", type=int, default=8, help="random GT boxes per image for --mode train")
+    parser.add_argument("--no-optimize", action="store_true", help="infer: skip optimize_for_inference")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                        help="NHWC weights and activations (default on)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile backbone, neck and head")
+    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    parser.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``'800x1333'`` -> (800, 1333)."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not match or min(int(match[1]), int(match[2])) < 32:
+        raise GfldetError(f"--size must be HxW with both sides >= 32, e.g. 800x1333; got {text!r}")
+    return int(match[1]), int(match[2])
+
+
+def _check_counts(args: argparse.Namespace) -> None:
+    for name in ("batch", "runs"):
+        if getattr(args, name) < 1:
+            raise GfldetError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.warmup < 0 or args.gts < 0:
+        raise GfldetError(f"--warmup and --gts must be >= 0, got {args.warmup} and {args.gts}")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from gfldet.config import load_config
+    from gfldet.engine import benchmark as bench
+    from gfldet.engine.launch import resolve_device
+    from gfldet.models import build_detector
+
+    height, width = parse_size(args.size)
+    _check_counts(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = load_config(args.config, args.opts)
+    device = torch.device(resolve_device(args.device))
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    num_classes = cfg.model.get("num_classes")
+    if not isinstance(num_classes, int):
+        raise GfldetError(f"{cfg.where('model')}: model.num_classes is {num_classes!r}; benchmark needs a number "
+                          "(e.g. --opts model.num_classes=80)")
+    if "pretrained" in cfg.model.backbone:
+        cfg.model.backbone["pretrained"] = False  # random or checkpoint weights: never download
+    model = build_detector(cfg.model)
+    if args.ckpt:
+        from gfldet.engine.checkpointer import load_model_weights
+
+        load_model_weights(model, args.ckpt)
+    model.to(device)
+    batch = bench.synthetic_batch(batch_size=args.batch, height=height, width=width, num_classes=num_classes,
+                                  gts_per_image=args.gts, device=device)
+    stages, optimisations = _stages(model, batch, cfg, args, device)
+    with bench.PeakMemory(device) as memory:
+        times = bench.run_interleaved({"gfldet": (stages, batch.images)}, runs=args.runs, warmup=args.warmup,
+                                      device=device)["gfldet"]
+    _report(args, device, (height, width), batch, optimisations, times, memory)
+    return 0
+
+
+def _stages(model, batch, cfg, args, device):
+    """The timed stages and a description of the optimisations applied."""
+    import torch
+
+    from gfldet.engine import benchmark as bench
+    from gfldet.engine.amp import autocast, make_grad_scaler
+
+    amp_context = lambda: autocast(device, args.amp)  # noqa: E731  (a fresh context per call)
+    if args.mode == "infer":
+        from gfldet.models.inference_opt import optimize_for_inference
+
+        if args.no_optimize:
+            model.eval()
+            optimisations = "none (--no-optimize)"
+        else:
+            optimize_for_inference(model, channels_last=args.channels_last, compile=args.compile)
+            optimisations = (f"optimize_for_inference: fold_bn=on channels_last={'on' if args.channels_last else 'off'}"
+                             f" compile={'on' if args.compile else 'off'}")
+        return bench.inference_stages(model, batch, autocast=amp_context), optimisations
+    from gfldet.engine.optim import build_optimizer
+
+    model.train()
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if args.compile:  # backbone, neck and head; the loss has data-dependent shapes and stays eager
+        model.raw_outputs = torch.compile(model.raw_outputs)
+    if "optimizer" in cfg:
+        optimizer = build_optimizer(model, cfg.optimizer, total_batch_size=args.batch)
+    else:
+        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
+    stages = bench.training_stages(model, optimizer, batch, autocast=amp_context,
+                                   scaler=make_grad_scaler(device, args.amp))
+    optimisations = (f"channels_last={'on' if args.channels_last else 'off'} "
+                     f"compile(backbone+neck+head)={'on' if args.compile else 'off'}; "
+                     f"optimizer {type(optimizer).__name__}")
+    return stages, optimisations
+
+
+def _report(args, device, size, batch, optimisations, times, memory) -> None:
+    from gfldet.engine import benchmark as bench
+
+    height, width = size
+    padded = tuple(batch.images.shape[-2:])
+    print(f"gfldet benchmark: mode={args.mode} config={args.config} weights={args.ckpt or 'random'}")
+    for line in bench.environment_lines(device):
+        print(line)
+    print(f"device={device} amp={args.amp} batch={args.batch} size={height}x{width} "
+          f"(padded {padded[0]}x{padded[1]}) runs={args.runs} warmup={args.warmup}")
+    print(f"optimisations: {optimisations}")
+    for line in bench.stage_table(times, batch_size=args.batch):
+        print(line)
+    if args.mode == "infer":
+        detections = sum(len(d["boxes"]) for d in times.last_output) / args.batch
+        print(f"detections per image (last run): {detections:.1f}")
+    print(f"peak memory: {memory.peak_bytes / 2**20:.1f} MiB [{memory.method}]")
+    if args.json:
+        figures = {"mode": args.mode, "device": str(device), "amp": args.amp, "batch": args.batch,
+                   "size": [height, width], "runs": args.runs, "optimisations": optimisations,
+                   "ms_per_image": {name: 1000 * times.median(name) / args.batch for name in times.names},
+                   "total_ms_per_image": 1000 * times.median_total() / args.batch,
+                   "images_per_s": args.batch / times.median_total(), "peak_memory_bytes": memory.peak_bytes,
+                   "memory_method": memory.method}
+        with open(args.json, "w") as f:
+            json.dump(figures, f, indent=2)
+

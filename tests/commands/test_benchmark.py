@@ -1,0 +1,98 @@
+"""`gfldet benchmark` in a tiny setting, and the timing machinery behind it (no timing assertions)."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from gfldet.commands import benchmark as command
+from gfldet.engine.benchmark import PeakMemory, median_ratio, run_interleaved, stage_table, synthetic_batch
+from gfldet.errors import GfldetError
+
+MODEL_CONFIG = Path(__file__).parents[2] / "configs/_base_/models/gfl_r50_fpn.yaml"
+TINY = ["model.backbone.depth=18", "model.num_classes=3", "model.neck.out_channels=16",
+        "model.head.feat_channels=16", "model.head.stacked_convs=1", "model.head.norm_groups=4"]
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    return parser.parse_args([str(MODEL_CONFIG), "--device", "cpu", "--size", "256x288", "--runs", "2",
+                              "--warmup", "1", *argv, "--opts", *TINY])
+
+
+def test_infer_prints_every_stage_throughput_and_memory(capsys, tmp_path):
+    out_json = tmp_path / "figures.json"
+    assert command.run(_args("--batch", "2", "--json", str(out_json))) == 0
+    out = capsys.readouterr().out
+    for field in ("backbone+neck", "head", "postprocess", "total", "images/s", "peak memory", "fold_bn=on",
+                  "padded 256x288", "machine: CPU", "torchvision"):
+        assert field in out
+    figures = json.loads(out_json.read_text())
+    assert figures["mode"] == "infer" and figures["batch"] == 2 and figures["size"] == [256, 288]
+    assert set(figures["ms_per_image"]) == {"backbone+neck", "head", "postprocess"}
+    assert figures["images_per_s"] > 0 and figures["memory_method"]
+
+
+def test_train_step_prints_forward_loss_backward_optimizer(capsys):
+    assert command.run(_args("--mode", "train", "--batch", "2", "--no-channels-last")) == 0
+    out = capsys.readouterr().out
+    for field in ("forward", "loss", "backward", "optimizer", "images/s", "peak memory", "channels_last=off"):
+        assert field in out
+
+
+def test_plain_model_and_padding_to_32(capsys):
+    assert command.run(_args("--no-optimize", "--size", "250x300")) == 0
+    out = capsys.readouterr().out
+    assert "none (--no-optimize)" in out and "padded 256x320" in out
+
+
+@pytest.mark.parametrize("argv, message", [(("--size", "800"), "--size must be HxW"),
+                                           (("--runs", "0"), "--runs must be >= 1"),
+                                           (("--opts", "model.num_classes=null"), "num_classes")])
+def test_bad_arguments_raise_clear_errors(argv, message):
+    args = _args(*argv)
+    if argv[0] == "--opts":
+        args.opts = TINY + list(argv[1:])
+    with pytest.raises(GfldetError, match=message):
+        command.run(args)
+
+
+def test_run_interleaved_alternates_order_and_chains_stages():
+    calls = []
+
+    def stages(name):
+        return [("double", lambda x: (calls.append(name), 2 * x)[1]), ("add", lambda x: x + 1)]
+
+    times = run_interleaved({"a": (stages("a"), 1), "b": (stages("b"), 10)}, runs=3, warmup=1,
+                            device=torch.device("cpu"))
+    assert calls == ["a", "b", "b", "a", "a", "b", "b", "a"]
+    assert times["a"].last_output == 3 and times["b"].last_output == 21
+    assert len(times["a"].wall) == 3 and len(times["a"].cpu[0]) == 2 and times["a"].names == ("double", "add")
+    assert median_ratio(times["a"], times["a"]) == 1.0
+    table = stage_table(times["a"], batch_size=2)
+    assert table[1].startswith("double") and table[-1].startswith("throughput")
+
+
+def test_synthetic_batch_is_padded_and_boxes_lie_inside_the_image():
+    batch = synthetic_batch(batch_size=3, height=100, width=130, num_classes=5, gts_per_image=4, seed=1)
+    assert batch.images.shape == (3, 3, 128, 160)
+    assert batch.images[:, :, 100:].abs().sum() == 0 and batch.images[:, :, :, 130:].abs().sum() == 0
+    for boxes, labels in zip(batch.gt_boxes, batch.gt_labels):
+        assert boxes.shape == (4, 4) and labels.shape == (4,) and labels.max() < 5
+        assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= 130).all() and (boxes[:, 3] <= 100).all()
+        assert ((boxes[:, 2:] - boxes[:, :2]) >= 16).all()
+    again = synthetic_batch(batch_size=3, height=100, width=130, num_classes=5, gts_per_image=4, seed=1)
+    assert torch.equal(again.images, batch.images)
+
+
+def test_peak_memory_sees_a_large_allocation():
+    with PeakMemory(torch.device("cpu")) as memory:
+        block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+        del block
+    assert memory.method
+    if memory.method.startswith("CPU peak RSS"):
+        assert memory.peak_bytes >= 48 * 2**20
