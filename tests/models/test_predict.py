@@ -33,8 +33,9 @@ def test_decode_from_prior_centre_and_rescale(head):
     # level 0 (stride 8), cell (x=3, y=2) -> centre (24, 16); ltrb (1, 2, 3, 1) bins -> box [16, 0, 48, 24] px
     cls, reg = _outputs(head, [(0, 3, 2, 2, 3.0, (1, 2, 3, 1))])
     [result] = head.predict(cls, reg, [IMAGE], [(2.0, 0.5)])
-    assert set(result) == {"boxes", "scores", "labels"}
+    assert set(result) == {"boxes", "scores", "labels", "prior_idx"}
     torch.testing.assert_close(result["boxes"], torch.tensor([[8.0, 0.0, 24.0, 48.0]]))
+    assert result["prior_idx"].tolist() == [2 * math.ceil(IMAGE[1] / STRIDES[0]) + 3]  # row-major cell (3, 2)
     torch.testing.assert_close(result["scores"], torch.sigmoid(torch.tensor([3.0])))
     assert result["labels"].tolist() == [2] and result["labels"].dtype == torch.int64
 

@@ -156,7 +156,8 @@ class DenseHead(nn.Module):
 
         cls_scores / bbox_preds: per level [N, C, H_l, W_l] / [N, reg_channels, H_l, W_l]; image_sizes: (h, w) of
         each resized image before batch padding; scale_factors: (sx, sy) of each resize (resized = original * s).
-        Returns per image {'boxes': [K, 4] xyxy original px, 'scores': [K], 'labels': [K] int64 in 0..C-1}.
+        Returns per image {'boxes': [K, 4] xyxy original px, 'scores': [K], 'labels': [K] int64 in 0..C-1,
+        'prior_idx': [K] index into the flattened priors of each detection's prior}.
         """
         self.check_batch(cls_scores, image_sizes=image_sizes, scale_factors=scale_factors)
         priors = self.priors_for(cls_scores)

@@ -63,7 +63,8 @@ def postprocess(scores: torch.Tensor, reg: torch.Tensor, num_per_level: Sequence
 
     scores: [N, P, C] class probabilities; reg: [N, P, R] regression outputs; decode maps the candidates' reg
     rows to boxes in resized-image pixels (clipped to the image); scale_factors: per image (sx, sy) of the resize.
-    Returns per image {'boxes': [K, 4] xyxy original px, 'scores': [K], 'labels': [K] int64}, best first.
+    Returns per image {'boxes': [K, 4] xyxy original px, 'scores': [K], 'labels': [K] int64, 'prior_idx': [K]
+    int64 index (into P) of the prior behind each detection}, best first.
     """
     image_idx, prior_idx, labels, cand_scores = select_candidates(
         scores, num_per_level, score_thr=cfg.score_thr, nms_pre=cfg.nms_pre)
@@ -74,11 +75,13 @@ def postprocess(scores: torch.Tensor, reg: torch.Tensor, num_per_level: Sequence
     if cfg.min_bbox_size >= 0:
         wh = boxes[:, 2:] - boxes[:, :2]
         big = (wh > cfg.min_bbox_size).all(dim=1)
-        image_idx, labels, cand_scores, boxes = image_idx[big], labels[big], cand_scores[big], boxes[big]
+        image_idx, prior_idx = image_idx[big], prior_idx[big]
+        labels, cand_scores, boxes = labels[big], cand_scores[big], boxes[big]
     results = []
     for i in range(scores.shape[0]):
         mine = image_idx == i
         b, s, lab = boxes[mine], cand_scores[mine], labels[mine]
         keep = batched_nms(b, s, lab, cfg.nms_iou)[: cfg.max_per_img]
-        results.append({"boxes": b[keep], "scores": s[keep], "labels": lab[keep]})
+        results.append({"boxes": b[keep], "scores": s[keep], "labels": lab[keep],
+                        "prior_idx": prior_idx[mine][keep]})
     return results

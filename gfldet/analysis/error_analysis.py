@@ -1,0 +1,197 @@
+"""Error analysis of COCO detections: AP per class and object size, and what the false positives are.
+
+False-positive types (one per detection that is not a true positive at IoU >= ``fg_iou``, checked in this order):
+
+- ``duplicate``: a GT of the detection's class overlaps it with IoU >= ``fg_iou`` but every such GT was already
+  matched by a higher-scoring detection;
+- ``confusion``: a GT of another class overlaps it with IoU >= ``fg_iou`` (right place, wrong class);
+- ``localisation``: its best same-class IoU is in [``bg_iou``, ``fg_iou``) (right class, box off);
+- ``confusion`` again when only a GT of another class overlaps with IoU in [``bg_iou``, ``fg_iou``) (wrong class
+  and box off: counted as confusion, the class being the bigger error);
+- ``background``: no GT of any class overlaps with IoU >= ``bg_iou``.
+
+Matching follows COCOeval: per image and class, detections in decreasing score order take the unmatched GT with
+the highest IoU >= ``fg_iou``; at most ``max_dets`` detections per image; a detection that is not a true positive
+but lies on a crowd region of its class (intersection over detection area >= ``fg_iou``) is ignored. Only
+detections scoring at least ``score_thr`` are classified (low-score detections are mostly background and would
+drown the other types); GTs that no such detection found are counted as ``missed``.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+from collections import Counter
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+__all__ = ["FP_TYPES", "SIZES", "error_analysis", "format_error_analysis", "plot_error_analysis"]
+
+FP_TYPES = ("localisation", "confusion", "duplicate", "background")
+SIZES = ("all", "small", "medium", "large")  # COCOeval areaRng order
+
+
+def error_analysis(coco_gt, detections: list[dict], *, image_ids: Sequence[int] | None = None,
+                   score_thr: float = 0.3, fg_iou: float = 0.5, bg_iou: float = 0.1, max_dets: int = 100) -> dict:
+    """Analyse COCO-format ``detections`` ({image_id, category_id, bbox [x,y,w,h] px, score}) against ``coco_gt``
+    (a pycocotools COCO) on ``image_ids`` (default: every image of ``coco_gt``).
+
+    Returns {"ap": {size: AP@[.5:.95]}, "ap50": {size: AP@.5}, "per_class": {class name: {size: AP}},
+    "false_positives": {type: count}, "fp_shares": {type: fraction of false positives}, "true_positives",
+    "missed", "num_gt", "settings": {...}}; AP is NaN where a class or size has no GT.
+    """
+    image_ids = sorted(int(i) for i in (coco_gt.getImgIds() if image_ids is None else image_ids))
+    ap, ap50, per_class = _coco_ap(coco_gt, detections, image_ids, max_dets)
+    fp_types, true_positives, missed, num_gt = _classify(coco_gt, detections, image_ids, score_thr=score_thr,
+                                                         fg_iou=fg_iou, bg_iou=bg_iou, max_dets=max_dets)
+    total_fp = sum(fp_types.values())
+    return {"ap": ap, "ap50": ap50, "per_class": per_class,
+            "false_positives": {t: fp_types[t] for t in FP_TYPES},
+            "fp_shares": {t: fp_types[t] / total_fp if total_fp else 0.0 for t in FP_TYPES},
+            "true_positives": true_positives, "missed": missed, "num_gt": num_gt,
+            "settings": {"score_thr": score_thr, "fg_iou": fg_iou, "bg_iou": bg_iou, "max_dets": max_dets}}
+
+
+def _mean_precision(precision: np.ndarray) -> float:
+    valid = precision[precision > -1]
+    return float(valid.mean()) if valid.size else float("nan")
+
+
+def _coco_ap(coco_gt, detections: list[dict], image_ids: list[int], max_dets: int) -> tuple[dict, dict, dict]:
+    """COCOeval AP per size (all classes), AP50 per size and AP per class and size."""
+    cat_ids = sorted(coco_gt.getCatIds())
+    names = [coco_gt.cats[c]["name"] for c in cat_ids]
+    if not detections:  # pycocotools cannot load an empty result list
+        zero = {size: 0.0 for size in SIZES}
+        return dict(zero), dict(zero), {name: dict(zero) for name in names}
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_eval = COCOeval(coco_gt, coco_gt.loadRes([dict(d) for d in detections]), "bbox")
+        coco_eval.params.imgIds = image_ids
+        coco_eval.params.maxDets = [1, 10, max_dets]
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+    precision = coco_eval.eval["precision"][..., -1]  # [T, R, K, A] at max_dets
+    ap = {size: _mean_precision(precision[:, :, :, a]) for a, size in enumerate(SIZES)}
+    ap50 = {size: _mean_precision(precision[0, :, :, a]) for a, size in enumerate(SIZES)}
+    per_class = {name: {size: _mean_precision(precision[:, :, k, a]) for a, size in enumerate(SIZES)}
+                 for k, name in enumerate(names)}
+    return ap, ap50, per_class
+
+
+def _iou(dets_xywh: np.ndarray, gts_xywh: np.ndarray, crowd: Sequence[bool]) -> np.ndarray:
+    """[D, G] IoU (intersection over detection area for crowd GTs), with pycocotools' box IoU."""
+    from pycocotools import mask as mask_utils
+
+    if not len(dets_xywh) or not len(gts_xywh):
+        return np.zeros((len(dets_xywh), len(gts_xywh)))
+    return np.asarray(mask_utils.iou(dets_xywh.tolist(), gts_xywh.tolist(), [int(c) for c in crowd]))
+
+
+def _classify(coco_gt, detections: list[dict], image_ids: list[int], *, score_thr: float, fg_iou: float,
+              bg_iou: float, max_dets: int) -> tuple[Counter, int, int, int]:
+    """(false positives per type, true positives, missed GTs, GTs) over ``image_ids``."""
+    by_image: dict[int, list[dict]] = {}
+    for det in detections:
+        by_image.setdefault(det["image_id"], []).append(det)
+    fp_types, true_positives, missed, num_gt = Counter(), 0, 0, 0
+    for image_id in image_ids:
+        gts = coco_gt.loadAnns(coco_gt.getAnnIds(imgIds=image_id))
+        dets = sorted(by_image.get(image_id, []), key=lambda d: -d["score"])[:max_dets]
+        dets = [d for d in dets if d["score"] >= score_thr]
+        types, matched = _classify_image(dets, gts, fg_iou=fg_iou, bg_iou=bg_iou)
+        fp_types.update(types)
+        real = [not g.get("iscrowd", 0) for g in gts]
+        true_positives += int(matched.sum())
+        num_gt += sum(real)
+        missed += sum(real) - int(matched.sum())
+    return fp_types, true_positives, missed, num_gt
+
+
+def _classify_image(dets: list[dict], gts: list[dict], *, fg_iou: float,
+                    bg_iou: float) -> tuple[list[str], np.ndarray]:
+    """FP types of one image's detections (score order) and which GTs were matched ([G] bool)."""
+    crowd = np.array([bool(g.get("iscrowd", 0)) for g in gts], dtype=bool)
+    iou = _iou(np.array([d["bbox"] for d in dets]).reshape(-1, 4), np.array([g["bbox"] for g in gts]).reshape(-1, 4),
+               crowd)
+    gt_cat = np.array([g["category_id"] for g in gts])
+    matched = np.zeros(len(gts), dtype=bool)
+    types = []
+    for d, det in enumerate(dets):
+        same = gt_cat == det["category_id"]
+        free = np.where(same & ~crowd & ~matched & (iou[d] >= fg_iou), iou[d], -1.0)
+        if free.size and free.max() >= 0:
+            matched[free.argmax()] = True
+            continue
+        same_iou = _max(iou[d], same & ~crowd)
+        other_iou = _max(iou[d], ~same & ~crowd)
+        if same_iou >= fg_iou:
+            types.append("duplicate")
+        elif other_iou >= fg_iou:
+            types.append("confusion")
+        elif _max(iou[d], same & crowd) >= fg_iou:
+            continue  # on a crowd region of its class: ignored, as COCOeval does
+        elif same_iou >= bg_iou:
+            types.append("localisation")
+        elif other_iou >= bg_iou:
+            types.append("confusion")
+        else:
+            types.append("background")
+    return types, matched & ~crowd
+
+
+def _max(values: np.ndarray, mask: np.ndarray) -> float:
+    return float(values[mask].max()) if mask.any() else 0.0
+
+
+def format_error_analysis(result: dict) -> str:
+    """Markdown tables: AP per class and size (with the all-class row), then the false positives by type."""
+    def cell(value: float) -> str:
+        return "-" if value != value else f"{value:.3f}"  # NaN: no GT of that class / size
+
+    lines = ["| class | " + " | ".join(f"AP {s}" for s in SIZES) + " |", "|---" * (len(SIZES) + 1) + "|"]
+    rows = [("**all**", result["ap"])] + list(result["per_class"].items())
+    lines += [f"| {name} | " + " | ".join(cell(aps[s]) for s in SIZES) + " |" for name, aps in rows]
+    settings = result["settings"]
+    lines += ["", f"False positives (score >= {settings['score_thr']}, IoU fg {settings['fg_iou']} / "
+                  f"bg {settings['bg_iou']}): {sum(result['false_positives'].values())}; true positives "
+                  f"{result['true_positives']}; missed GTs {result['missed']} of {result['num_gt']}", "",
+              "| type | count | share |", "|---|---|---|"]
+    lines += [f"| {t} | {result['false_positives'][t]} | {result['fp_shares'][t]:.1%} |" for t in FP_TYPES]
+    return "\n".join(lines)
+
+
+def plot_error_analysis(result: dict, out_path: str | Path) -> Path:
+    """PNG (1100x450 px at 100 dpi): AP per class and size as grouped bars, and the false-positive shares."""
+    fig = Figure(figsize=(11, 4.5), dpi=100, layout="constrained")
+    ax_ap, ax_fp = fig.subplots(1, 2, width_ratios=(2, 1))
+    rows = [("all", result["ap"])] + list(result["per_class"].items())
+    x = np.arange(len(rows))
+    width = 0.8 / len(SIZES)
+    values = np.nan_to_num([[aps[size] for size in SIZES] for _, aps in rows])  # [rows, sizes], NaN (no GT) -> 0
+    for s, size in enumerate(SIZES):
+        ax_ap.bar(x + (s - 1.5) * width, values[:, s], width, label=size, color=f"C{s}")
+    ax_ap.set_xticks(x, [name for name, _ in rows], rotation=30 if len(rows) > 6 else 0, ha="right"
+                     if len(rows) > 6 else "center")
+    top = max(0.1, 1.25 * float(values.max()))  # zoom in on weak models; room for the legend above the bars
+    ax_ap.set(ylabel="AP@[.5:.95]", ylim=(0, top), title="AP per class and object size")
+    if top > 1:
+        ax_ap.set_yticks(np.linspace(0, 1, 6))
+    ax_ap.legend(fontsize="small", ncols=len(SIZES))
+    ax_ap.grid(axis="y", alpha=0.3)
+    shares = [result["fp_shares"][t] for t in FP_TYPES]
+    bars = ax_fp.barh(FP_TYPES, shares, color=["C4", "C5", "C6", "C7"])
+    ax_fp.bar_label(bars, [f"{result['false_positives'][t]} ({share:.0%})" for t, share in zip(FP_TYPES, shares)],
+                    padding=3)
+    ax_fp.invert_yaxis()
+    total = sum(result["false_positives"].values())
+    ax_fp.set(xlim=(0, 1.3), xlabel="share of false positives",
+              title=f"{total} false positives (score >= {result['settings']['score_thr']})\n"
+                    f"TP {result['true_positives']}, missed {result['missed']} of {result['num_gt']} GT")
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path)
+    return out_path
