@@ -126,11 +126,19 @@ class Config(dict):
 
     # -- conversion -------------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        """A plain nested dict (for YAML dumps and checkpoints)."""
-        return {k: v.to_dict() if isinstance(v, Config) else v for k, v in self.items()}
+        """Plain nested dicts and lists, also inside lists (for YAML dumps and checkpoints)."""
+        return {k: _plain(v) for k, v in self.items()}
 
     def copy(self) -> "Config":
         return self.__deepcopy__({})
+
+
+def _plain(value):
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _rebuild_config(data, path, origins):
@@ -189,12 +197,20 @@ def _to_config(data: Mapping, file: Path, path: str = "") -> Config:
     lines = getattr(data, "lines", {})
     for key, value in data.items():
         origin = f"{file}:{lines[key]}" if key in lines else str(file)
-        if isinstance(value, Mapping):
-            value = _to_config(value, file, cfg.dotted(key))
-            value.set_origin(None, origin)
-        cfg[key] = value
+        cfg[key] = _located(value, file, cfg.dotted(key), origin)
         cfg.set_origin(key, origin)
     return cfg
+
+
+def _located(value, file: Path, path: str, origin: str):
+    """YAML mappings (also inside lists) -> Configs that know their file and lines; other values unchanged."""
+    if isinstance(value, Mapping):
+        section = _to_config(value, file, path)
+        section.set_origin(None, origin)
+        return section
+    if isinstance(value, list):
+        return [_located(item, file, f"{path}.{i}", origin) for i, item in enumerate(value)]
+    return value
 
 
 def _merge(base: Config, override: Config) -> Config:

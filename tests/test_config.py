@@ -170,3 +170,20 @@ def test_attribute_access_copy_pickle_and_dump(tree, tmp_path):
     assert restored == cfg and restored.model.head.where("type") == cfg.model.head.where("type")
     dump_config(cfg, tmp_path / "out.yaml")
     assert load_config(tmp_path / "out.yaml") == cfg
+
+
+def test_mappings_inside_lists_are_configs_and_dump_as_plain_yaml(tmp_path):
+    path = write(tmp_path / "t.yaml", """
+        data:
+          transforms:
+            - {type: Resize, scale: [1333, 800]}
+            - {type: HorizontalFlip, p: 0.5}
+        """)
+    cfg = load_config(path)
+    first = cfg.data.transforms[0]
+    assert isinstance(first, Config) and first.type == "Resize" and first.dotted("scale") == "data.transforms.0.scale"
+    assert first.where("scale").endswith("t.yaml:4 (data.transforms.0.scale)")
+    plain = cfg.to_dict()
+    assert type(plain["data"]["transforms"][1]) is dict
+    dump_config(cfg, tmp_path / "out.yaml")
+    assert load_config(tmp_path / "out.yaml") == cfg

@@ -1,0 +1,41 @@
+"""``gfldet train CONFIG``: train a detector (single process, or one process per GPU under torchrun)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from gfldet.errors import GfldetError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="YAML config, e.g. configs/gfl/gfl_r50_fpn_1x_coco.yaml")
+    parser.add_argument("--work-dir", help="output directory (default: work_dirs/<config name>)")
+    parser.add_argument("--resume", nargs="?", const="", default=None, metavar="CKPT",
+                        help="resume the full training state; without CKPT: WORK_DIR/latest.pth")
+    parser.add_argument("--load-from", metavar="CKPT", help="initialise the model weights only (fine-tuning)")
+    parser.add_argument("--amp", choices=("off", "fp16", "bf16"), help="mixed precision (overrides train.amp)")
+    parser.add_argument("--opts", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="config overrides, e.g. train.max_epochs=24 optimizer.lr=0.02")
+
+
+def default_work_dir(config: str) -> Path:
+    return Path("work_dirs") / Path(config).stem
+
+
+def run(args: argparse.Namespace) -> int:
+    from gfldet.config import load_config
+    from gfldet.engine.launch import train
+
+    overrides = list(args.opts) + ([f"train.amp={args.amp}"] if args.amp else [])
+    cfg = load_config(args.config, overrides)
+    work_dir = Path(args.work_dir) if args.work_dir else default_work_dir(args.config)
+    resume = None
+    if args.resume is not None:
+        resume = Path(args.resume) if args.resume else work_dir / "latest.pth"
+        if not resume.is_file():
+            raise GfldetError(f"--resume: no checkpoint at {resume} (train first, or pass the checkpoint path)")
+    if resume is not None and args.load_from:
+        raise GfldetError("--resume and --load-from exclude each other: --resume restores the whole training state, "
+                          "--load-from only initialises weights")
+    train(cfg, work_dir=work_dir, resume=resume, load_from=args.load_from)
+    return 0

@@ -1,0 +1,133 @@
+"""Checkpoints: atomic writes, ``latest.pth`` / ``epoch_N.pth`` / ``iter_N.pth`` / ``best.pth``, keep the last K.
+
+A checkpoint is a dict: ``model`` (state dict, DDP prefix stripped), ``optimizer``, ``lr_scheduler``, ``scaler``,
+``ema``, ``meta`` (epoch, iteration, iter_in_epoch, best metric, config) and ``rng`` (python/numpy/torch/cuda states).
+Only rank 0 writes.
+"""
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gfldet.errors import GfldetError
+
+__all__ = ["atomic_save", "Checkpointer", "load_checkpoint", "capture_rng_state", "restore_rng_state",
+           "load_model_weights"]
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temporary file in the same directory, fsync, then ``os.replace`` onto ``path``.
+
+    A crash at any point leaves either the previous file or the complete new one at ``path``, never a partial one.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)
+
+
+def _atomic_alias(src: Path, dst: Path) -> None:
+    """Make ``dst`` a complete copy of ``src`` atomically: a hard link when the filesystem allows (no second
+    write of a large file), else a copy; either goes to a temporary name first, then ``os.replace``."""
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def capture_rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint file onto the CPU; a missing or unreadable file raises a GfldetError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise GfldetError(f"checkpoint not found: {path}")
+    try:
+        # weights_only=False: our own checkpoints hold numpy RNG state and the config as plain Python objects.
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # a truncated or foreign file: say which one
+        raise GfldetError(f"cannot read checkpoint {path}: {err}") from err
+
+
+def load_model_weights(model: torch.nn.Module, path: str | Path, *, strict: bool = True) -> dict:
+    """Load only the model weights of a checkpoint (a gfldet checkpoint or a bare state dict) into ``model``."""
+    ckpt = load_checkpoint(path)
+    state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else ckpt
+    result = model.load_state_dict(state, strict=strict)
+    if not strict and (result.missing_keys or result.unexpected_keys):
+        print(f"[gfldet] {path}: missing keys {result.missing_keys[:5]}..., "
+              f"unexpected keys {result.unexpected_keys[:5]}...")
+    return ckpt
+
+
+class Checkpointer:
+    """Writes the work dir's checkpoints and prunes old periodic ones.
+
+    Args:
+        work_dir: directory receiving ``latest.pth``, ``best.pth`` and ``{unit}_{N}.pth`` files.
+        keep_last: how many periodic ``{unit}_N.pth`` files to keep (0 or less keeps all).
+    """
+
+    _PERIODIC = re.compile(r"^(epoch|iter)_(\d+)\.pth$")
+
+    def __init__(self, *, work_dir: str | Path, keep_last: int):
+        self.work_dir = Path(work_dir)
+        self.keep_last = keep_last
+
+    def save(self, state: dict, *, periodic_name: str | None = None, is_best: bool = False) -> None:
+        """Write ``state`` to ``latest.pth`` (always), to ``periodic_name`` (e.g. ``epoch_3.pth``) and ``best.pth``."""
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        latest = self.work_dir / "latest.pth"
+        atomic_save(state, latest)
+        if periodic_name is not None:
+            _atomic_alias(latest, self.work_dir / periodic_name)
+            self._prune()
+        if is_best:
+            _atomic_alias(latest, self.work_dir / "best.pth")
+
+    def periodic_files(self) -> list[Path]:
+        """Existing ``epoch_N.pth`` / ``iter_N.pth`` files, oldest (smallest N) first."""
+        found = [(int(m.group(2)), p) for p in self.work_dir.glob("*.pth") if (m := self._PERIODIC.match(p.name))]
+        return [p for _, p in sorted(found)]
+
+    def _prune(self) -> None:
+        if self.keep_last <= 0:
+            return
+        for path in self.periodic_files()[:-self.keep_last]:
+            path.unlink()

@@ -1,0 +1,183 @@
+"""COCO bbox evaluation and COCO results files (val AP tables, test-dev submissions).
+
+Predictions are the model's per-image dicts (``boxes`` [K,4] xyxy in original-image pixels, ``scores`` [K],
+``labels`` [K] int64 in 0..C-1) plus the image id. They become COCO results (``bbox`` = [x, y, w, h] pixels,
+``category_id`` = the dataset's original id ``cat_ids[label]``) and are scored with pycocotools or faster-coco-eval.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib.util
+import io
+import json
+import zipfile
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from gfldet.errors import GfldetError
+
+__all__ = ["BACKENDS", "resolve_backend", "predictions_to_coco", "CocoEvaluator", "METRIC_KEYS",
+           "format_ap_table", "check_results_format", "write_submission"]
+
+BACKENDS = ("auto", "pycocotools", "faster_coco_eval")
+# COCOeval.stats[0:6] in order.
+METRIC_KEYS = ("bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "bbox_mAP_s", "bbox_mAP_m", "bbox_mAP_l")
+
+
+def resolve_backend(backend: str) -> str:
+    """``auto`` -> ``faster_coco_eval`` when installed, else ``pycocotools``; other names are checked."""
+    if backend not in BACKENDS:
+        raise GfldetError(f"evaluation.backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "auto":
+        return "faster_coco_eval" if importlib.util.find_spec("faster_coco_eval") else "pycocotools"
+    if importlib.util.find_spec(backend) is None:
+        raise GfldetError(f"evaluation.backend '{backend}' is not installed (pip install {backend.replace('_', '-')})")
+    return backend
+
+
+def predictions_to_coco(predictions: Iterable[dict], cat_ids: Sequence[int]) -> list[dict]:
+    """COCO results from predictions ``{'image_id', 'boxes' [K,4] xyxy px, 'scores' [K], 'labels' [K]}``.
+
+    Labels 0..C-1 map to original category ids via ``cat_ids``; boxes become [x, y, w, h] rounded to 0.01 px.
+    """
+    lookup = np.asarray(cat_ids, dtype=np.int64)
+    results = []
+    for pred in predictions:
+        boxes = torch.as_tensor(pred["boxes"], dtype=torch.float64).reshape(-1, 4).numpy()
+        scores = torch.as_tensor(pred["scores"], dtype=torch.float64).reshape(-1).numpy()
+        labels = torch.as_tensor(pred["labels"], dtype=torch.int64).reshape(-1).numpy()
+        if labels.size and (labels.min() < 0 or labels.max() >= len(lookup)):
+            raise GfldetError(f"image {pred['image_id']}: label outside 0..{len(lookup) - 1}: {labels.max()}")
+        xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1).round(2)
+        for box, score, label in zip(xywh.tolist(), scores.tolist(), lookup[labels].tolist()):
+            results.append({"image_id": int(pred["image_id"]), "category_id": int(label), "bbox": box,
+                            "score": round(float(score), 5)})
+    return results
+
+
+class CocoEvaluator:
+    """Scores COCO bbox results against a ground-truth COCO api object.
+
+    Args:
+        coco_gt: pycocotools ``COCO`` of the evaluated split (``dataset.coco``).
+        cat_ids: original category id of each contiguous label (``dataset.cat_ids``).
+        class_names: name of each contiguous label.
+        backend: ``auto`` | ``pycocotools`` | ``faster_coco_eval``.
+    """
+
+    def __init__(self, *, coco_gt, cat_ids: Sequence[int], class_names: Sequence[str], backend: str):
+        self.coco_gt = coco_gt
+        self.cat_ids = list(cat_ids)
+        self.class_names = list(class_names)
+        self.backend = resolve_backend(backend)
+        self._faster_gt = None  # faster-coco-eval's COCO of coco_gt, built on first use and reused
+
+    def evaluate(self, results: list[dict], image_ids: Sequence[int]) -> tuple[dict, str]:
+        """Return (metrics, printed COCO summary). metrics holds METRIC_KEYS plus ``per_class`` {name: AP}.
+
+        ``image_ids`` restricts evaluation to the images that were inferred.
+        """
+        if not results:
+            metrics = {key: 0.0 for key in METRIC_KEYS}
+            metrics["per_class"] = {name: 0.0 for name in self.class_names}
+            return metrics, "no detections: every AP is 0\n"
+        coco_eval = self._make_eval(results)
+        coco_eval.params.imgIds = sorted(int(i) for i in image_ids)
+        coco_eval.params.catIds = sorted(self.cat_ids)
+        summary = io.StringIO()
+        with contextlib.redirect_stdout(summary):
+            coco_eval.evaluate()
+            coco_eval.accumulate()
+            coco_eval.summarize()
+        metrics = {key: float(value) for key, value in zip(METRIC_KEYS, coco_eval.stats[:6])}
+        metrics["per_class"] = self._per_class_ap(coco_eval)
+        return metrics, summary.getvalue()
+
+    def _make_eval(self, results: list[dict]):
+        # loadRes only adds keys (area, id, iscrowd, ...) to each result dict and never edits the bbox lists, so a
+        # shallow copy of every dict keeps the caller's results intact at a fraction of deepcopy's cost
+        results = [dict(res) for res in results]
+        if self.backend == "faster_coco_eval":
+            from faster_coco_eval import COCOeval_faster
+
+            gt = self._faster_coco_gt()
+            return COCOeval_faster(gt, gt.loadRes(results), "bbox", print_function=print)
+        from pycocotools.cocoeval import COCOeval
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            dt = self.coco_gt.loadRes(results)
+        return COCOeval(self.coco_gt, dt, "bbox")
+
+    def _faster_coco_gt(self):
+        """faster-coco-eval's COCO of the ground truth, built once (evaluation only marks GTs ``ignore``, the
+        same way every time, as pycocotools does on ``coco_gt`` itself)."""
+        if self._faster_gt is None:
+            from faster_coco_eval import COCO
+
+            self._faster_gt = COCO(copy.deepcopy(self.coco_gt.dataset))
+        return self._faster_gt
+
+    def _per_class_ap(self, coco_eval) -> dict[str, float]:
+        """AP@[.5:.95] of each class (area all, maxDets 100) from ``eval['precision']`` [T, R, K, A, M]."""
+        precision = np.asarray(coco_eval.eval["precision"])
+        order = sorted(self.cat_ids)
+        per_class = {}
+        for label, cat_id in enumerate(self.cat_ids):
+            values = precision[:, :, order.index(cat_id), 0, -1]
+            values = values[values > -1]
+            per_class[self.class_names[label]] = float(values.mean()) if values.size else float("nan")
+        return per_class
+
+
+def format_ap_table(metrics: dict) -> str:
+    """A two-part plain-text table: the six COCO numbers, then AP per class."""
+    lines = ["| " + " | ".join(METRIC_KEYS) + " |", "|" + "---|" * len(METRIC_KEYS),
+             "| " + " | ".join(f"{metrics[k]:.3f}" for k in METRIC_KEYS) + " |", "", "| class | AP |", "|---|---|"]
+    lines += [f"| {name} | {ap:.3f} |" for name, ap in metrics.get("per_class", {}).items()]
+    return "\n".join(lines)
+
+
+def check_results_format(results: list[dict], image_info: dict) -> None:
+    """Check COCO results against an ``image_info`` json (images + categories), as the evaluation server would.
+
+    Every result needs a known ``image_id``, a known original ``category_id``, a finite ``score`` and a
+    ``bbox`` [x, y, w, h] with w, h >= 0. Raises GfldetError listing the first problems.
+    """
+    image_ids = {img["id"] for img in image_info["images"]}
+    cat_ids = {cat["id"] for cat in image_info["categories"]}
+    problems = []
+    for index, res in enumerate(results):
+        if set(res) != {"image_id", "category_id", "bbox", "score"}:
+            problems.append(f"result {index}: keys {sorted(res)}, expected bbox, category_id, image_id, score")
+            continue
+        if res["image_id"] not in image_ids:
+            problems.append(f"result {index}: image_id {res['image_id']} is not in the image_info file")
+        if res["category_id"] not in cat_ids:
+            problems.append(f"result {index}: category_id {res['category_id']} is not a category of the image_info")
+        box = res["bbox"]
+        if len(box) != 4 or not all(np.isfinite(box)) or box[2] < 0 or box[3] < 0:
+            problems.append(f"result {index}: bbox {box} is not [x, y, w, h] with w, h >= 0")
+        if not np.isfinite(res["score"]):
+            problems.append(f"result {index}: score {res['score']} is not finite")
+    if problems:
+        more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
+        raise GfldetError("results do not match the image_info file:\n  " + "\n  ".join(problems[:10]) + more)
+
+
+def write_submission(results: list[dict], out_dir: str | Path, *, name: str, split: str = "test-dev2017") -> Path:
+    """Write ``detections_<split>_<name>_results.json`` and its ``.zip`` (the evaluation server's format).
+
+    Returns the zip path.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = out_dir / f"detections_{split}_{name}_results.json"
+    json_path.write_text(json.dumps(results))
+    zip_path = json_path.with_suffix(".zip")
+    with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.write(json_path, arcname=json_path.name)
+    return zip_path

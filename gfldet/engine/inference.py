@@ -1,0 +1,34 @@
+"""Distributed inference over a loader: each rank predicts its shard, rank order is undone by image id."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from gfldet.engine.amp import autocast
+from gfldet.engine.distributed import all_gather_objects, is_main_process
+
+__all__ = ["run_inference"]
+
+
+@torch.no_grad()
+def run_inference(model: nn.Module, loader, *, device: torch.device, amp: str = "off",
+                  desc: str = "inference") -> list[dict]:
+    """Predict every image of ``loader`` (yielding Batch) and gather the predictions of all ranks.
+
+    ``model`` is the bare detector (not the DDP wrapper); it is put in eval mode and left there.
+    Returns, on every rank, one dict per distinct image sorted by image id: ``image_id``, ``boxes`` [K,4] xyxy
+    original-image px, ``scores`` [K], ``labels`` [K] int64 (numpy arrays). Images that a distributed sampler
+    padded onto several ranks are kept once.
+    """
+    model.eval()
+    local = []
+    for batch in tqdm(loader, desc=desc, disable=not is_main_process(), dynamic_ncols=True, leave=False):
+        batch = batch.to(device, non_blocking=True)
+        with autocast(device, amp):
+            predictions = model.predict(batch.images, batch.image_sizes, batch.scale_factors)
+        for image_id, pred in zip(batch.image_ids, predictions):
+            local.append({"image_id": int(image_id), "boxes": pred["boxes"].float().cpu().numpy(),
+                          "scores": pred["scores"].float().cpu().numpy(), "labels": pred["labels"].cpu().numpy()})
+    unique = {pred["image_id"]: pred for shard in all_gather_objects(local) for pred in shard}
+    return [unique[image_id] for image_id in sorted(unique)]

@@ -1,0 +1,161 @@
+"""From a merged config to a running Trainer (what ``gfldet train`` and ``torchrun tools/train.py`` do).
+
+Config section ``train`` (defaults in ``configs/_base_/default_runtime.yaml`` and ``configs/_base_/schedules/``):
+exactly one of ``max_epochs`` / ``max_iters``; ``eval_interval`` and ``checkpoint_interval`` in that unit;
+``seed``, ``deterministic``, ``amp`` (off|fp16|bf16), ``grad_clip`` (max L2 norm or null), ``ema`` (decay or null),
+``keep_last``, ``log_interval``, ``max_nan_steps``, ``lr_schedule`` (see ``schedules.py``), ``sync_bn``,
+``find_unused_parameters``, ``device`` (auto|cpu|cuda), ``tensorboard``. Section ``evaluation``: ``backend``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from gfldet.config import Config, ConfigError, check_keys, dump_config
+from gfldet.engine.checkpointer import Checkpointer, load_checkpoint, load_model_weights
+from gfldet.engine.distributed import (cleanup_distributed, convert_sync_batchnorm, get_rank, get_world_size,
+                                       init_distributed, is_main_process)
+from gfldet.engine.evaluator import CocoEvaluator, format_ap_table, predictions_to_coco
+from gfldet.engine.inference import run_inference
+from gfldet.engine.logging import TrainLogger
+from gfldet.engine.optim import build_optimizer
+from gfldet.engine.reproducibility import seed_everything, set_deterministic
+from gfldet.engine.schedules import build_lr_scheduler
+from gfldet.engine.trainer import Trainer
+
+__all__ = ["check_sections", "check_train_section", "CONFIG_SECTIONS", "TRAIN_KEYS", "EVALUATION_KEYS", "resolve_device", "schedule_length", "build_evaluate_fn", "train"]
+
+TRAIN_KEYS = ("max_epochs", "max_iters", "eval_interval", "checkpoint_interval", "seed", "deterministic", "amp",
+              "channels_last",
+              "grad_clip", "ema", "keep_last", "log_interval", "max_nan_steps", "lr_schedule", "sync_bn",
+              "find_unused_parameters", "device", "tensorboard")
+EVALUATION_KEYS = ("backend",)
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name not in ("cpu", "cuda"):
+        raise ConfigError(f"train.device must be auto, cpu or cuda, got {name!r}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device is cuda but no GPU is visible; use train.device=cpu (or auto)")
+    return name
+
+
+def schedule_length(train_cfg: Config, iters_per_epoch: int) -> tuple[int, bool]:
+    """(max_iters, by_epoch) from exactly one of ``train.max_epochs`` / ``train.max_iters``."""
+    epochs, iters = train_cfg.get("max_epochs"), train_cfg.get("max_iters")
+    if (epochs is None) == (iters is None):
+        raise ConfigError(f"{train_cfg.where()}: set exactly one of train.max_epochs and train.max_iters "
+                          f"(got max_epochs={epochs}, max_iters={iters}); set the other to null")
+    if iters_per_epoch <= 0:
+        raise ConfigError("the training loader is empty: check data.train (annotation file, batch size)")
+    return (int(epochs) * iters_per_epoch, True) if epochs is not None else (int(iters), False)
+
+
+def build_evaluate_fn(cfg: Config, *, device: torch.device, amp: str, split: str = "val"):
+    """A closure ``evaluate(model) -> metrics`` over the ``split`` loader (distributed when launched so)."""
+    from gfldet.data import build_dataloader
+
+    check_keys(cfg.evaluation, EVALUATION_KEYS, where="evaluation")
+    loader = build_dataloader(cfg.data, split, distributed=get_world_size() > 1)
+    dataset = loader.dataset
+    evaluator = CocoEvaluator(coco_gt=dataset.coco, cat_ids=dataset.cat_ids, class_names=dataset.class_names,
+                              backend=cfg.evaluation.backend)
+
+    def evaluate(model: torch.nn.Module) -> dict:
+        predictions = run_inference(model, loader, device=device, amp=amp, desc=f"eval {split}")
+        if not is_main_process():
+            return {}
+        metrics, summary = evaluator.evaluate(predictions_to_coco(predictions, dataset.cat_ids), dataset.image_ids)
+        print(summary + format_ap_table(metrics), flush=True)
+        return metrics
+
+    return evaluate
+
+
+# Top-level sections of an experiment config; `ablation` only labels a run for `gfldet report`.
+CONFIG_SECTIONS = ("model", "data", "optimizer", "train", "evaluation", "ablation")
+
+
+def check_sections(cfg: Config) -> None:
+    """A misspelt top-level section (e.g. ``trian:``) would silently keep every default: make it an error."""
+    check_keys(cfg, CONFIG_SECTIONS, where="the config's top level")
+
+
+def check_train_section(cfg: Config) -> Config:
+    """Validate ``cfg.train``: unknown keys (typos) and missing keys are ConfigErrors naming file and line."""
+    tcfg = cfg.train
+    check_keys(tcfg, TRAIN_KEYS, where="train")
+    missing = [key for key in TRAIN_KEYS if key not in tcfg and key not in ("max_epochs", "max_iters")]
+    if missing:
+        raise ConfigError(f"{tcfg.where()}: train section is missing {', '.join(missing)} (defaults live in "
+                          f"configs/_base_/default_runtime.yaml; inherit it through _base_)")
+    return tcfg
+
+
+def _build_model(cfg: Config, *, device: torch.device, load_from: str | Path | None) -> torch.nn.Module:
+    """The detector on ``device``: optional warm-start weights, SyncBN and DDP when launched distributed."""
+    from gfldet.models import build_detector
+
+    model = build_detector(cfg.model)
+    if load_from is not None:
+        load_model_weights(model, load_from, strict=False)
+    if cfg.train.sync_bn and get_world_size() > 1:
+        model = convert_sync_batchnorm(model)
+    # NHWC weights make every conv (and so every activation) channels_last: oneDNN and cuDNN run faster on it
+    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    return model.to(device, memory_format=memory_format)
+
+
+def train(cfg: Config, *, work_dir: str | Path, resume: str | Path | None = None,
+          load_from: str | Path | None = None) -> Trainer:
+    """Train the detector of ``cfg``; ``resume`` restores the full state, ``load_from`` only model weights."""
+    from gfldet.data import build_dataloader, fill_num_classes
+
+    check_sections(cfg)
+    tcfg = check_train_section(cfg)
+    device = init_distributed(resolve_device(tcfg.device))
+    world_size, work_dir = get_world_size(), Path(work_dir)
+    seed_everything(int(tcfg.seed), rank=get_rank())
+    set_deterministic(bool(tcfg.deterministic))
+    train_loader = build_dataloader(cfg.data, "train", distributed=world_size > 1, seed=int(tcfg.seed))
+    dataset = train_loader.dataset
+    fill_num_classes(cfg, dataset=dataset)
+    model = _build_model(cfg, device=device, load_from=load_from)
+    optimizer = build_optimizer(model, cfg.optimizer,
+                                total_batch_size=world_size * train_loader.batch_sampler.batch_size)
+    if world_size > 1:
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                        find_unused_parameters=bool(tcfg.find_unused_parameters))
+    iters_per_epoch = len(train_loader)
+    max_iters, by_epoch = schedule_length(tcfg, iters_per_epoch)
+    checkpoint = load_checkpoint(resume) if resume is not None else None
+    trainer = Trainer(
+        model=model, optimizer=optimizer, train_loader=train_loader, device=device,
+        lr_scheduler=build_lr_scheduler(optimizer, tcfg.lr_schedule, iters_per_epoch=iters_per_epoch,
+                                        max_iters=max_iters),
+        max_iters=max_iters, iters_per_epoch=iters_per_epoch, by_epoch=by_epoch,
+        eval_interval=int(tcfg.eval_interval), checkpoint_interval=int(tcfg.checkpoint_interval),
+        evaluate=build_evaluate_fn(cfg, device=device, amp=tcfg.amp) if tcfg.eval_interval else None,
+        amp=tcfg.amp, grad_clip=tcfg.grad_clip, ema_decay=tcfg.ema, max_nan_steps=int(tcfg.max_nan_steps),
+        checkpointer=Checkpointer(work_dir=work_dir, keep_last=int(tcfg.keep_last)),
+        logger=TrainLogger(work_dir=work_dir, enabled=is_main_process(), max_iters=max_iters,
+                           start_iter=checkpoint["meta"]["iteration"] if checkpoint else 0,
+                           log_interval=int(tcfg.log_interval), tensorboard=bool(tcfg.tensorboard)),
+        meta={"config": cfg.to_dict(), "world_size": world_size, "class_names": list(dataset.class_names),
+              "cat_ids": list(dataset.cat_ids)},
+    )
+    if checkpoint is not None:
+        trainer.load_state_dict(checkpoint)
+    if is_main_process():
+        work_dir.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, work_dir / "config.yaml")
+    try:
+        trainer.train()
+    finally:
+        cleanup_distributed()
+    return trainer

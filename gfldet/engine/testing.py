@@ -1,0 +1,175 @@
+"""Evaluate a checkpoint on a split (``gfldet test``) and run it on image files (``gfldet infer``)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from gfldet.config import Config, check_keys
+from gfldet.engine.checkpointer import load_checkpoint
+from gfldet.engine.distributed import get_world_size, init_distributed, is_main_process
+from gfldet.engine.evaluator import (CocoEvaluator, format_ap_table, predictions_to_coco, write_submission)
+from gfldet.engine.inference import run_inference
+from gfldet.engine.launch import EVALUATION_KEYS, check_sections, resolve_device
+from gfldet.errors import GfldetError
+
+__all__ = ["load_detector", "evaluate_checkpoint", "infer_images", "IMAGE_SUFFIXES"]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def load_detector(cfg: Config, checkpoint: str | Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
+    """Build ``cfg.model`` and load the checkpoint's weights (its EMA weights when it has them).
+
+    Returns (model on ``device`` prepared by ``optimize_for_inference`` -- eval mode, BatchNorm folded into the
+    convs, channels_last; for inference only --, checkpoint meta). ``model.num_classes`` comes from the checkpoint's
+    config when the config leaves it null.
+    """
+    from gfldet.models import build_detector
+    from gfldet.models.inference_opt import optimize_for_inference
+
+    state = load_checkpoint(checkpoint)
+    meta = state.get("meta", {}) if isinstance(state, dict) else {}
+    if cfg.model.get("num_classes") is None and "class_names" in meta:
+        cfg.model.num_classes = len(meta["class_names"])
+    model = build_detector(cfg.model)
+    weights = state.get("model", state)
+    if state.get("ema"):
+        # AveragedModel's state: "module.<name>" per tensor plus its "n_averaged" counter.
+        weights = {k[len("module."):]: v for k, v in state["ema"].items() if k.startswith("module.")}
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as err:
+        raise GfldetError(f"checkpoint {checkpoint} does not fit model of the config: {err}") from None
+    return optimize_for_inference(model.to(device), channels_last=True), meta
+
+
+def evaluate_checkpoint(cfg: Config, checkpoint: str | Path, *, split: str, work_dir: str | Path,
+                        format_only: bool, name: str, analyze: bool = False) -> dict | None:
+    """COCO-evaluate ``checkpoint`` on ``split`` (sharded over ranks under torchrun).
+
+    Writes ``results.json`` (COCO results) and, unless ``format_only`` or the split has no annotations,
+    ``metrics.json``; prints the AP table. ``format_only`` also writes the evaluation-server zip
+    ``detections_test-dev2017_<name>_results.{json,zip}``. ``analyze`` adds AP per class and size and the types of
+    the false positives (``error_analysis.{json,png}``). Returns the metrics (None when format-only).
+    """
+    from gfldet.data import build_dataloader
+
+    check_sections(cfg)
+    check_keys(cfg.evaluation, EVALUATION_KEYS, where="evaluation")
+    device = init_distributed(resolve_device(cfg.train.device))
+    loader = build_dataloader(cfg.data, split, distributed=get_world_size() > 1)
+    dataset = loader.dataset
+    model, _ = load_detector(cfg, checkpoint, device)
+    predictions = run_inference(model, loader, device=device, amp=cfg.train.amp, desc=f"test {split}")
+    if not is_main_process():
+        return None
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    results = predictions_to_coco(predictions, dataset.cat_ids)
+    (work_dir / "results.json").write_text(json.dumps(results))
+    print(f"[gfldet] {len(results)} detections on {len(predictions)} images -> {work_dir / 'results.json'}")
+    has_annotations = bool(dataset.coco.dataset.get("annotations"))
+    if format_only or not has_annotations:
+        if not format_only:
+            print(f"[gfldet] {dataset.ann_file} has no annotations: writing the submission files only")
+        zip_path = write_submission(results, work_dir, name=name)
+        print(f"[gfldet] submission: {zip_path}")
+        return None
+    evaluator = CocoEvaluator(coco_gt=dataset.coco, cat_ids=dataset.cat_ids, class_names=dataset.class_names,
+                              backend=cfg.evaluation.backend)
+    metrics, summary = evaluator.evaluate(results, dataset.image_ids)
+    print(summary + format_ap_table(metrics))
+    (work_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    if analyze:
+        _write_error_analysis(dataset, results, work_dir)
+    return metrics
+
+
+def _write_error_analysis(dataset, results: list[dict], work_dir: Path) -> None:
+    from gfldet.analysis import error_analysis, format_error_analysis, plot_error_analysis
+
+    analysis = error_analysis(dataset.coco, results, image_ids=dataset.image_ids)
+    print(format_error_analysis(analysis))
+    (work_dir / "error_analysis.json").write_text(json.dumps(analysis, indent=2))  # NaN where a class has no GT
+    plot_error_analysis(analysis, work_dir / "error_analysis.png")
+    print(f"[gfldet] error analysis -> {work_dir / 'error_analysis.json'}, {work_dir / 'error_analysis.png'}")
+
+
+def _image_paths(paths: Sequence[str | Path]) -> list[Path]:
+    found = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise GfldetError(f"no such image file or directory: {path}")
+    if not found:
+        raise GfldetError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {', '.join(map(str, paths))}")
+    return found
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise GfldetError(f"cannot decode image {path} (not an image or unsupported format)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+@torch.no_grad()
+def infer_images(cfg: Config, checkpoint: str | Path, paths: Sequence[str | Path], *, out_dir: str | Path,
+                 score_thr: float, show_dist: int = 0) -> Path:
+    """Detect objects in image files; write ``out_dir/<name>`` with boxes drawn and ``out_dir/detections.json``.
+
+    Images go through the config's test transforms (``data.test.transforms``, normalisation, padding). The json
+    lists per file: ``boxes`` [[x1, y1, x2, y2]] original px, ``scores``, ``labels`` (0..C-1) and ``names``.
+    ``show_dist`` > 0 also saves, for the best ``show_dist`` detections of each image, a figure of the four learned
+    box-side distributions into ``out_dir/distributions/``.
+    """
+    from gfldet.data.batching import collate
+    from gfldet.data.coco import Sample
+    from gfldet.data.transforms import build_transform
+    from gfldet.visualization import draw_detections
+
+    device = torch.device(resolve_device(cfg.train.device))
+    model, meta = load_detector(cfg, checkpoint, device)
+    class_names = meta.get("class_names") or [str(i) for i in range(cfg.model.num_classes)]
+    transform = build_transform(cfg.data.test.transforms, where="data.test.transforms")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records = []
+    empty = np.zeros((0, 4), np.float32)
+    for index, path in enumerate(_image_paths(paths)):
+        rgb = _read_rgb(path)
+        res = transform(rgb, empty, np.zeros(0, np.int64), empty)
+        sample = Sample(image=res.image, boxes=torch.zeros(0, 4), labels=torch.zeros(0, dtype=torch.int64),
+                        ignore_boxes=torch.zeros(0, 4), image_id=index, file_name=str(path),
+                        image_size=tuple(res.image.shape[1:]), original_size=rgb.shape[:2],
+                        scale_factor=res.scale_factor)
+        batch = collate([sample], size_divisor=int(cfg.data.size_divisor), mean=cfg.data.mean,
+                        std=cfg.data.std).to(device)
+        if show_dist:
+            from gfldet.analysis import detections_with_distributions, save_box_distributions
+
+            dets = detections_with_distributions(model, batch.images, batch.image_sizes, batch.scale_factors)[0]
+            save_box_distributions(rgb, dets, out_dir / "distributions", stem=path.stem, top_k=show_dist,
+                                   min_score=score_thr, class_names=class_names)
+            pred = {"boxes": dets.boxes, "scores": dets.scores, "labels": dets.labels}
+        else:
+            pred = model.predict(batch.images, batch.image_sizes, batch.scale_factors)[0]
+        keep = pred["scores"] >= score_thr
+        boxes, scores, labels = (pred[k][keep].float().cpu().numpy() for k in ("boxes", "scores", "labels"))
+        labels = labels.astype(np.int64)
+        drawn = draw_detections(rgb, boxes, labels, scores, class_names=class_names)
+        cv2.imwrite(str(out_dir / f"{path.stem}.jpg"), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+        records.append({"file": str(path), "boxes": boxes.astype(np.float64).round(2).tolist(),
+                        "scores": scores.astype(np.float64).round(4).tolist(),
+                        "labels": labels.tolist(), "names": [class_names[i] for i in labels]})
+    json_path = out_dir / "detections.json"
+    json_path.write_text(json.dumps(records, indent=1))
+    return json_path

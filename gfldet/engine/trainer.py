@@ -1,0 +1,210 @@
+"""The training loop: AMP, gradient clipping, NaN guard, EMA, periodic evaluation and checkpoints.
+
+The trainer knows nothing about detection: the model's forward returns a dict of scalar losses, which it sums.
+One "unit" of the schedule is an epoch (``by_epoch``) or an iteration; eval and checkpoint intervals use it.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from gfldet.engine.amp import autocast, check_amp_mode, make_grad_scaler
+from gfldet.engine.checkpointer import Checkpointer, capture_rng_state, restore_rng_state
+from gfldet.engine.distributed import broadcast_object, is_main_process
+from gfldet.engine.logging import TrainLogger
+from gfldet.errors import GfldetError
+
+__all__ = ["Trainer", "NonFiniteLossError"]
+
+
+class NonFiniteLossError(GfldetError, RuntimeError):
+    """Raised after ``max_nan_steps`` consecutive iterations with a NaN/Inf loss or gradient."""
+
+
+class Trainer:
+    """Runs ``max_iters`` iterations of ``model`` over ``train_loader``.
+
+    Args:
+        model: detector (optionally DDP-wrapped); ``model(images, image_sizes, gt_boxes, gt_labels)`` -> losses dict.
+        optimizer, lr_scheduler: the scheduler is stepped once per iteration.
+        train_loader: yields Batch; its ``batch_sampler`` has ``set_epoch(epoch)`` and ``skip_batches(n)``.
+        device: where batches go.
+        max_iters: total iterations; iters_per_epoch: ``len(train_loader)``.
+        by_epoch: whether ``eval_interval`` / ``checkpoint_interval`` count epochs (else iterations); also names
+            periodic checkpoints ``epoch_N.pth`` vs ``iter_N.pth``.
+        evaluate: ``evaluate(bare_model) -> metrics`` with ``best_metric`` among the keys (run on every rank; the
+            returned metrics of rank 0 are used), or None for no evaluation.
+        amp: ``off`` | ``fp16`` | ``bf16``.  grad_clip: max gradient L2 norm, or None.
+        ema_decay: decay of a model EMA (evaluated and checkpointed instead of the raw weights), or None.
+        max_nan_steps: stop after this many consecutive non-finite iterations (each one is skipped and logged).
+        checkpointer, logger: where state and logs go; ``meta`` (e.g. the config) is stored in every checkpoint.
+    """
+
+    def __init__(self, *, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 lr_scheduler: torch.optim.lr_scheduler.LRScheduler, train_loader, device: torch.device,
+                 max_iters: int, iters_per_epoch: int, by_epoch: bool, eval_interval: int, checkpoint_interval: int,
+                 evaluate: Callable[[nn.Module], dict] | None, best_metric: str = "bbox_mAP", amp: str = "off",
+                 grad_clip: float | None = None, ema_decay: float | None = None, max_nan_steps: int,
+                 checkpointer: Checkpointer, logger: TrainLogger, meta: dict | None = None):
+        self.model = model
+        self.optimizer = optimizer
+        self.lr_scheduler = lr_scheduler
+        self.train_loader = train_loader
+        self.device = device
+        self.max_iters = max_iters
+        self.iters_per_epoch = iters_per_epoch
+        self.by_epoch = by_epoch
+        self.eval_interval = eval_interval
+        self.checkpoint_interval = checkpoint_interval
+        self.evaluate = evaluate
+        self.best_metric = best_metric
+        self.amp = check_amp_mode(amp)
+        self.scaler = make_grad_scaler(device, amp)
+        self.grad_clip = grad_clip
+        self.ema = (AveragedModel(self.bare_model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+                    if ema_decay else None)
+        self.max_nan_steps = max_nan_steps
+        self.checkpointer = checkpointer
+        self.logger = logger
+        self.meta = dict(meta or {})
+        self.iteration = 0      # finished iterations
+        self.epoch = 0          # finished epochs
+        self.iter_in_epoch = 0  # finished iterations of the current epoch (sampler position)
+        self.best_score = -math.inf
+        self.nan_streak = 0
+
+    @property
+    def bare_model(self) -> nn.Module:
+        return self.model.module if isinstance(self.model, DistributedDataParallel) else self.model
+
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.bare_model
+
+    # -- the loop -----------------------------------------------------------------------------------
+    def train(self) -> None:
+        try:
+            while self.iteration < self.max_iters:
+                self._train_epoch()
+        finally:
+            self.logger.close()
+
+    def _train_epoch(self) -> None:
+        self.model.train()
+        sampler = self.train_loader.batch_sampler
+        sampler.set_epoch(self.epoch)
+        if self.iter_in_epoch:
+            sampler.skip_batches(self.iter_in_epoch)
+        for batch in self.train_loader:
+            lr = self.optimizer.param_groups[0]["lr"]  # the LR this step uses (the scheduler steps inside)
+            scalars = self.train_step(batch)
+            self.iteration += 1
+            self.iter_in_epoch += 1
+            self.logger.log_step(iteration=self.iteration, epoch=self.epoch, scalars=scalars, lr=lr)
+            if not self.by_epoch:
+                self._after_unit(self.iteration, final=self.iteration >= self.max_iters)
+            if self.iteration >= self.max_iters:
+                break
+        if self.iter_in_epoch >= self.iters_per_epoch:
+            self.epoch += 1
+            self.iter_in_epoch = 0
+            if self.by_epoch:
+                self._after_unit(self.epoch, final=self.iteration >= self.max_iters)
+
+    def train_step(self, batch) -> dict[str, float]:
+        """One optimiser step on ``batch``; returns the losses, their sum ``loss`` and ``grad_norm`` as floats.
+
+        A non-finite loss or gradient skips the update (fp16: the GradScaler skips it and lowers its scale).
+        """
+        batch = batch.to(self.device, non_blocking=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        with autocast(self.device, self.amp):
+            losses = self.model(batch.images, batch.image_sizes, batch.gt_boxes, batch.gt_labels)
+        loss = sum(losses.values())
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)  # no-op unless fp16
+        params = [p for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+        if self.grad_clip is not None:
+            torch.nn.utils.clip_grads_with_norm_(params, self.grad_clip, grad_norm)
+        # One host sync for every logged number and the finiteness check.
+        values = torch.stack([loss.detach().float(), grad_norm.float(), *(v.detach().float() for v in losses.values())])
+        loss_value, grad_value, *loss_values = values.tolist()
+        # fp16 overflow of the gradients is the GradScaler's business; a non-finite loss always counts.
+        finite = math.isfinite(loss_value) and (self.scaler.is_enabled() or math.isfinite(grad_value))
+        if finite or self.scaler.is_enabled():
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        if finite and self.ema is not None:
+            self.ema.update_parameters(self.bare_model)
+        self.lr_scheduler.step()
+        self._nan_guard(finite, loss_value, grad_value)
+        return {"loss": loss_value, "grad_norm": grad_value, **dict(zip(losses.keys(), loss_values))}
+
+    def _nan_guard(self, finite: bool, loss_value: float, grad_value: float) -> None:
+        if finite:
+            self.nan_streak = 0
+            return
+        self.nan_streak += 1
+        self.logger.event(f"non-finite loss {loss_value} / grad norm {grad_value}: step skipped "
+                          f"({self.nan_streak} in a row, limit train.max_nan_steps={self.max_nan_steps})",
+                          iteration=self.iteration + 1)
+        if self.nan_streak >= self.max_nan_steps:
+            raise NonFiniteLossError(
+                f"{self.nan_streak} consecutive iterations with a non-finite loss or gradient (last at iteration "
+                f"{self.iteration + 1}); lower optimizer.lr, raise lr_schedule.warmup_iters, set train.grad_clip, or "
+                f"check the data")
+
+    # -- evaluation and checkpoints -------------------------------------------------------------------
+    def _after_unit(self, count: int, *, final: bool) -> None:
+        do_eval = self.evaluate is not None and (final or count % self.eval_interval == 0)
+        do_save = final or count % self.checkpoint_interval == 0
+        is_best = False
+        if do_eval:
+            metrics = broadcast_object(self.evaluate(self.eval_model))
+            self.model.train()
+            score = metrics[self.best_metric]
+            is_best = score > self.best_score
+            self.best_score = max(score, self.best_score)
+            self.logger.log_metrics(iteration=self.iteration, epoch=self.epoch, metrics=metrics)
+        if (do_save or is_best) and is_main_process():
+            unit = "epoch" if self.by_epoch else "iter"
+            self.checkpointer.save(self.state_dict(), periodic_name=f"{unit}_{count}.pth" if do_save else None,
+                                   is_best=is_best)
+
+    def state_dict(self) -> dict:
+        return {
+            "model": self.bare_model.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.lr_scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "meta": {**self.meta, "iteration": self.iteration, "epoch": self.epoch,
+                     "iter_in_epoch": self.iter_in_epoch, "best_score": self.best_score,
+                     "best_metric": self.best_metric},
+            "rng": capture_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume: weights, optimiser, scheduler, scaler, EMA, counters, sampler position and RNG states."""
+        self.bare_model.load_state_dict(state["model"])
+        if self.ema is not None:
+            if state.get("ema") is None:
+                raise GfldetError("train.ema is set but the checkpoint has no EMA weights; resume without EMA or "
+                                  "start from --load-from")
+            self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        # Keep the schedule of the current config (e.g. a longer max_epochs); restore only the position in it.
+        scheduler_state = {**state["lr_scheduler"], "lr_lambdas": [None] * len(self.optimizer.param_groups)}
+        self.lr_scheduler.load_state_dict(scheduler_state)
+        self.scaler.load_state_dict(state["scaler"])
+        meta = state["meta"]
+        self.iteration, self.epoch, self.iter_in_epoch = meta["iteration"], meta["epoch"], meta["iter_in_epoch"]
+        self.best_score = meta["best_score"]
+        restore_rng_state(state["rng"])
+        self.logger.event(f"resumed at epoch {self.epoch}, iteration {self.iteration}", iteration=self.iteration)

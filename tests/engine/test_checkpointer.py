@@ -1,0 +1,72 @@
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from gfldet.engine.checkpointer import Checkpointer, atomic_save, load_checkpoint
+from gfldet.errors import GfldetError
+
+
+def test_failed_save_leaves_previous_file_intact(tmp_path, monkeypatch):
+    path = tmp_path / "latest.pth"
+    atomic_save({"step": 1}, path)
+
+    def broken_save(obj, f):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_save({"step": 2}, path)
+    monkeypatch.undo()
+    assert load_checkpoint(path) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["latest.pth"]  # temporary file removed
+
+
+def test_process_killed_mid_write_never_leaves_partial_file(tmp_path):
+    path = tmp_path / "latest.pth"
+    atomic_save({"step": 1}, path)
+    # The child dies (os._exit, like SIGKILL: no cleanup) after writing half a checkpoint.
+    script = textwrap.dedent(f"""
+        import os, torch
+        from gfldet.engine.checkpointer import atomic_save
+        def dying_save(obj, f):
+            f.write(b"x" * 1000); f.flush(); os._exit(9)
+        torch.save = dying_save
+        atomic_save({{"step": 2}}, {str(path)!r})
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True)
+    assert result.returncode == 9
+    assert load_checkpoint(path) == {"step": 1}
+
+
+def test_keep_last_k_and_aliases(tmp_path):
+    ckpt = Checkpointer(work_dir=tmp_path, keep_last=2)
+    for epoch in range(1, 5):
+        ckpt.save({"epoch": epoch}, periodic_name=f"epoch_{epoch}.pth", is_best=epoch == 2)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["best.pth", "epoch_3.pth", "epoch_4.pth", "latest.pth"]
+    assert load_checkpoint(tmp_path / "latest.pth") == {"epoch": 4}
+    assert load_checkpoint(tmp_path / "best.pth") == {"epoch": 2}
+    ckpt.save({"epoch": 5})  # latest only
+    assert load_checkpoint(tmp_path / "epoch_4.pth") == {"epoch": 4}
+    assert load_checkpoint(tmp_path / "latest.pth") == {"epoch": 5}
+
+
+def test_iteration_files_sort_numerically(tmp_path):
+    ckpt = Checkpointer(work_dir=tmp_path, keep_last=2)
+    for it in (500, 1000, 1500):
+        ckpt.save({"it": it}, periodic_name=f"iter_{it}.pth")
+    assert [p.name for p in ckpt.periodic_files()] == ["iter_1000.pth", "iter_1500.pth"]
+
+
+def test_missing_or_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(GfldetError, match="not found"):
+        load_checkpoint(tmp_path / "nope.pth")
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(GfldetError, match="cannot read checkpoint .*bad.pth"):
+        load_checkpoint(bad)

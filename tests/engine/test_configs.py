@@ -1,0 +1,48 @@
+"""The engine-owned configs load, validate and carry the recipe's schedule numbers."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from gfldet.config import ConfigError, check_keys, load_config
+from gfldet.engine.launch import EVALUATION_KEYS, check_train_section
+from gfldet.engine.optim import build_optimizer
+from gfldet.engine.schedules import build_lr_scheduler
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+ENGINE_CONFIGS = sorted([*CONFIGS.glob("gfl/*.yaml"), *CONFIGS.glob("bccd/*.yaml"), *CONFIGS.glob("quickstart/*.yaml")])
+
+
+@pytest.mark.parametrize("path", ENGINE_CONFIGS, ids=lambda p: p.name)
+def test_config_sections_validate(path):
+    cfg = load_config(path)
+    check_train_section(cfg)
+    check_keys(cfg.evaluation, EVALUATION_KEYS, where="evaluation")
+    optimizer = build_optimizer(torch.nn.Linear(2, 2), cfg.optimizer, total_batch_size=16)
+    build_lr_scheduler(optimizer, cfg.train.lr_schedule, iters_per_epoch=10, max_iters=100)
+
+
+def test_1x_and_2x_recipes():
+    one = load_config(CONFIGS / "gfl/gfl_r50_fpn_1x_coco.yaml")
+    assert (one.optimizer.lr, one.optimizer.momentum, one.optimizer.weight_decay) == (0.01, 0.9, 0.0001)
+    assert one.train.max_epochs == 12 and one.train.lr_schedule.milestones == [8, 11]
+    assert (one.train.lr_schedule.warmup_iters, one.train.lr_schedule.warmup_ratio) == (500, 0.001)
+    assert one.model.backbone.depth == 50 and one.data.batch_size * 8 == one.optimizer.base_batch_size
+    two = load_config(CONFIGS / "gfl/gfl_x101-32x4d_fpn_ms-2x_coco.yaml")
+    assert two.train.max_epochs == 24 and two.train.lr_schedule.milestones == [16, 22]
+    assert (two.model.backbone.depth, two.model.backbone.groups, two.model.backbone.width_per_group) == (101, 32, 4)
+
+
+def test_train_typo_names_the_nearest_key():
+    cfg = load_config(CONFIGS / "gfl/gfl_r50_fpn_1x_coco.yaml", ["+train.eval_intreval=2"])
+    with pytest.raises(ConfigError, match="eval_interval"):
+        check_train_section(cfg)
+
+
+def test_quickstart_model_builds_without_download():
+    from gfldet.models import build_detector
+
+    cfg = load_config(CONFIGS / "quickstart/gfl_r18_synthetic.yaml")
+    assert cfg.model.backbone.pretrained is False
+    model = build_detector(cfg.model)
+    assert sum(p.numel() for p in model.parameters()) < 15e6

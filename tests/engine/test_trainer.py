@@ -1,0 +1,133 @@
+import json
+import math
+
+import pytest
+import torch
+
+from engine_fakes import TinyDetector, make_trainer
+from gfldet.engine.checkpointer import load_checkpoint
+from gfldet.engine.reproducibility import set_deterministic
+from gfldet.engine.trainer import NonFiniteLossError
+
+
+@pytest.fixture(autouse=True)
+def deterministic():
+    set_deterministic(True)
+    yield
+    set_deterministic(False)
+
+
+def _train_losses(work_dir) -> dict[int, float]:
+    records = [json.loads(line) for line in (work_dir / "log.jsonl").read_text().splitlines()]
+    return {r["iter"]: r["loss"] for r in records if r["mode"] == "train"}
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashingDetector(TinyDetector):
+    def __init__(self, crash_at: int):
+        super().__init__()
+        self.crash_at = crash_at
+
+    def forward(self, *args):
+        if self.calls + 1 == self.crash_at:
+            raise Crash
+        return super().forward(*args)
+
+
+def test_resume_mid_epoch_reproduces_the_uninterrupted_run(tmp_path):
+    full = make_trainer(tmp_path / "full", max_iters=10)
+    full.train()
+    # 4 iterations per epoch; dies during iteration 8 -> last checkpoint iter_6 (epoch 1, 2 batches in)
+    torch.manual_seed(0)  # same initial weights as the full run
+    crashed = make_trainer(tmp_path / "run", max_iters=10, model=CrashingDetector(crash_at=8))
+    with pytest.raises(Crash):
+        crashed.train()
+    state = load_checkpoint(tmp_path / "run" / "latest.pth")
+    assert (state["meta"]["iteration"], state["meta"]["epoch"], state["meta"]["iter_in_epoch"]) == (6, 1, 2)
+    torch.manual_seed(123)  # different initial weights: the checkpoint must restore everything
+    resumed = make_trainer(tmp_path / "run", max_iters=10, model=TinyDetector())
+    resumed.load_state_dict(state)
+    resumed.train()
+    full_losses, run_losses = _train_losses(tmp_path / "full"), _train_losses(tmp_path / "run")
+    assert sorted(run_losses) == list(range(1, 11))
+    assert run_losses == full_losses  # exact: deterministic mode, same data order, restored optimiser/scheduler
+    for key, value in full.bare_model.state_dict().items():
+        assert torch.equal(value, resumed.bare_model.state_dict()[key]), key
+    assert resumed.optimizer.param_groups[0]["lr"] == full.optimizer.param_groups[0]["lr"]
+
+
+def test_checkpoints_written_at_interval(tmp_path):
+    trainer = make_trainer(tmp_path, max_iters=8, checkpoint_interval=3)
+    trainer.train()
+    assert sorted(p.name for p in tmp_path.glob("*.pth")) == ["iter_6.pth", "iter_8.pth", "latest.pth"]
+    assert load_checkpoint(tmp_path / "latest.pth")["meta"]["iteration"] == 8
+
+
+def test_epoch_based_names_and_eval_best(tmp_path):
+    scores = iter([0.3, 0.5, 0.4])
+    trainer = make_trainer(tmp_path, max_iters=12, by_epoch=True, checkpoint_interval=1, eval_interval=1,
+                           evaluate=lambda model: {"bbox_mAP": next(scores)})
+    trainer.train()
+    assert sorted(p.name for p in tmp_path.glob("*.pth")) == ["best.pth", "epoch_2.pth", "epoch_3.pth", "latest.pth"]
+    best = load_checkpoint(tmp_path / "best.pth")["meta"]
+    assert best["epoch"] == 2 and best["best_score"] == 0.5
+    vals = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines() if '"val"' in x]
+    assert [v["bbox_mAP"] for v in vals] == [0.3, 0.5, 0.4]
+
+
+def test_nan_steps_are_skipped_then_training_stops(tmp_path):
+    model = TinyDetector()
+    model.nan_at = {3}
+    trainer = make_trainer(tmp_path, max_iters=6, model=model)
+    before = {}
+
+    original_step = trainer.train_step
+
+    def spy(batch):
+        if model.calls == 2:
+            before.update({k: v.clone() for k, v in model.state_dict().items()})
+        out = original_step(batch)
+        if model.calls == 3:  # the NaN step left the weights untouched
+            assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+        return out
+
+    trainer.train_step = spy
+    trainer.train()  # one NaN step: skipped, training goes on
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    events = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines() if '"event"' in x]
+    assert len(events) == 1 and "skipped" in events[0]["message"] and events[0]["iter"] == 3
+
+    model = TinyDetector()
+    model.nan_at = {2, 3, 4}
+    with pytest.raises(NonFiniteLossError, match="3 consecutive"):
+        make_trainer(tmp_path / "b", max_iters=6, model=model, max_nan_steps=3).train()
+
+
+def test_grad_clip_bounds_the_update(tmp_path):
+    trainer = make_trainer(tmp_path, max_iters=1, grad_clip=1e-3, lr=1.0)
+    trainer.train_step(next(iter(trainer.train_loader)))
+    grads = [p.grad for p in trainer.bare_model.parameters() if p.grad is not None]
+    assert torch.nn.utils.get_total_norm(grads).item() == pytest.approx(1e-3, rel=1e-4)
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_amp_modes_train(tmp_path, amp):
+    trainer = make_trainer(tmp_path, max_iters=4, amp=amp)
+    trainer.train()
+    assert math.isfinite(_train_losses(tmp_path)[4])
+    assert trainer.scaler.is_enabled() == (amp == "fp16")
+
+
+def test_ema_is_tracked_and_resumed(tmp_path):
+    trainer = make_trainer(tmp_path, max_iters=4, ema_decay=0.5)
+    trainer.train()
+    raw, ema = trainer.bare_model.conv.weight, trainer.eval_model.conv.weight
+    assert not torch.equal(raw, ema)
+    state = load_checkpoint(tmp_path / "latest.pth")
+    torch.manual_seed(7)
+    other = make_trainer(tmp_path / "b", max_iters=4, ema_decay=0.5, model=TinyDetector())
+    other.load_state_dict(state)
+    assert torch.equal(other.eval_model.conv.weight, ema)
