@@ -9,6 +9,7 @@ exactly one of ``max_epochs`` / ``max_iters``; ``eval_interval`` and ``checkpoin
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -56,8 +57,13 @@ def schedule_length(train_cfg: Config, iters_per_epoch: int) -> tuple[int, bool]
     return (int(epochs) * iters_per_epoch, True) if epochs is not None else (int(iters), False)
 
 
-def build_evaluate_fn(cfg: Config, *, device: torch.device, amp: str, split: str = "val"):
-    """A closure ``evaluate(model) -> metrics`` over the ``split`` loader (distributed when launched so)."""
+def build_evaluate_fn(cfg: Config, *, device: torch.device, amp: str, split: str = "val",
+                      show_images: Callable[[list], None] | None = None, num_images: int = 4):
+    """A closure ``evaluate(model) -> metrics`` over the ``split`` loader (distributed when launched so).
+
+    ``show_images``, when given, receives (image id, RGB uint8 picture) pairs of the first ``num_images`` images
+    with their ground truth and detections drawn (e.g. ``TrainLogger.log_images`` for TensorBoard).
+    """
     from gfldet.data import build_dataloader
 
     check_keys(cfg.evaluation, EVALUATION_KEYS, where="evaluation")
@@ -72,6 +78,10 @@ def build_evaluate_fn(cfg: Config, *, device: torch.device, amp: str, split: str
             return {}
         metrics, summary = evaluator.evaluate(predictions_to_coco(predictions, dataset.cat_ids), dataset.image_ids)
         print(summary + format_ap_table(metrics), flush=True)
+        if show_images is not None:
+            from gfldet.analysis import prediction_images
+
+            show_images(prediction_images(model, loader, indices=range(min(num_images, len(dataset))), device=device))
         return metrics
 
     return evaluate
@@ -134,18 +144,21 @@ def train(cfg: Config, *, work_dir: str | Path, resume: str | Path | None = None
     iters_per_epoch = len(train_loader)
     max_iters, by_epoch = schedule_length(tcfg, iters_per_epoch)
     checkpoint = load_checkpoint(resume) if resume is not None else None
+    logger = TrainLogger(work_dir=work_dir, enabled=is_main_process(), max_iters=max_iters,
+                         start_iter=checkpoint["meta"]["iteration"] if checkpoint else 0,
+                         log_interval=int(tcfg.log_interval), tensorboard=bool(tcfg.tensorboard))
+    evaluate = (build_evaluate_fn(cfg, device=device, amp=tcfg.amp, show_images=logger.log_images)
+                if tcfg.eval_interval else None)
     trainer = Trainer(
         model=model, optimizer=optimizer, train_loader=train_loader, device=device,
         lr_scheduler=build_lr_scheduler(optimizer, tcfg.lr_schedule, iters_per_epoch=iters_per_epoch,
                                         max_iters=max_iters),
         max_iters=max_iters, iters_per_epoch=iters_per_epoch, by_epoch=by_epoch,
         eval_interval=int(tcfg.eval_interval), checkpoint_interval=int(tcfg.checkpoint_interval),
-        evaluate=build_evaluate_fn(cfg, device=device, amp=tcfg.amp) if tcfg.eval_interval else None,
+        evaluate=evaluate,
         amp=tcfg.amp, grad_clip=tcfg.grad_clip, ema_decay=tcfg.ema, max_nan_steps=int(tcfg.max_nan_steps),
         checkpointer=Checkpointer(work_dir=work_dir, keep_last=int(tcfg.keep_last)),
-        logger=TrainLogger(work_dir=work_dir, enabled=is_main_process(), max_iters=max_iters,
-                           start_iter=checkpoint["meta"]["iteration"] if checkpoint else 0,
-                           log_interval=int(tcfg.log_interval), tensorboard=bool(tcfg.tensorboard)),
+        logger=logger,
         meta={"config": cfg.to_dict(), "world_size": world_size, "class_names": list(dataset.class_names),
               "cat_ids": list(dataset.cat_ids)},
     )

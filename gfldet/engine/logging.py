@@ -37,6 +37,7 @@ class TrainLogger:
         self._jsonl = None
         self._tb = None
         self._step_start = time.perf_counter()
+        self._iteration = start_iter  # last finished iteration: the step of images logged between iterations
         if not enabled:
             return
         work_dir = Path(work_dir)
@@ -52,6 +53,7 @@ class TrainLogger:
         """Record one finished iteration (``iteration`` counts from 1); writes every ``log_interval``."""
         if not self.enabled:
             return
+        self._iteration = iteration
         now = time.perf_counter()
         scalars = {**scalars, "time": now - self._step_start}
         self._step_start = now
@@ -73,6 +75,13 @@ class TrainLogger:
         self._scalars("val", {k: v for k, v in metrics.items() if isinstance(v, (int, float))}, iteration)
         if self._tb is not None:
             self._tb.flush()
+
+    def log_images(self, images) -> None:
+        """(image id, RGB uint8 [H, W, 3]) pairs -> TensorBoard ``val/predictions/<id>`` at the current iteration."""
+        if self._tb is not None:
+            from gfldet.analysis import log_prediction_images
+
+            log_prediction_images(self._tb, images, self._iteration)
 
     def event(self, message: str, *, iteration: int, **fields) -> None:
         """A notable event (NaN step skipped, checkpoint, resume): printed above the bar and logged to jsonl."""

@@ -54,6 +54,10 @@ def test_train_kill_resume_test_infer(data_dir, tmp_path):
         p.name for p in full.iterdir()}
     assert "train.max_iters" not in (full / "config.yaml").read_text() and "max_iters: 6" in (
         full / "config.yaml").read_text()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(full / "tensorboard"), size_guidance={"images": 0}).Reload()
+    assert any(tag.startswith("val/predictions/") for tag in events.Tags()["images"])  # drawn at the evaluation
 
     # SIGKILL a longer run once its iteration-2 checkpoint exists (mid-epoch: ~6 iterations per epoch), then resume
     # it with the 6-iteration config from WORK_DIR/latest.pth (--resume without a path).
