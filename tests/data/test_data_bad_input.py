@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import data_cfg, write_coco, write_image
+from tests.data.data_helpers import REPO, data_cfg, write_coco, write_image
 from gfldet.cli import main
 from gfldet.data import DataError, build_dataset
 from gfldet.data.check import check_split
@@ -115,7 +115,7 @@ def test_check_counts_every_problem_kind(tmp_path):
 def test_cli_reports_bad_data_without_traceback(tmp_path, capsys):
     (tmp_path / "ann.json").write_text("[]")
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(f"_base_: {(__import__('conftest').REPO / 'configs/_base_/datasets/synthetic.yaml')}\n"
+    cfg.write_text(f"_base_: {(REPO / 'configs/_base_/datasets/synthetic.yaml')}\n"
                    f"data:\n  train:\n    ann_file: {tmp_path / 'ann.json'}\n")
     assert main(["data", "browse", str(cfg), "--out", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err

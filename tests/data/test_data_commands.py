@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from tests.data.data_helpers import REPO
 from gfldet.cli import main
 
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from conftest import data_cfg, write_coco
+from tests.data.data_helpers import data_cfg, write_coco
 from gfldet.data import build_dataset
 from gfldet.data.stats import collect_box_stats, text_histogram
 

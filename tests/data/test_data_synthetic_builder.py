@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from conftest import data_cfg, write_coco
+from tests.data.data_helpers import data_cfg, write_coco
 from gfldet.config import Config, ConfigError
 from gfldet.data import Batch, build_dataloader, build_dataset, fill_num_classes
 from gfldet.data.synthetic import CLASS_NAMES, SynthSpec, generate_synthetic

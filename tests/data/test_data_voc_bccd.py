@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from conftest import REPO, bccd_root, write_image
+from tests.data.data_helpers import REPO, bccd_root, write_image
 from gfldet.cli import main
 from gfldet.config import load_config
 from gfldet.data import build_dataloader

@@ -1,7 +1,7 @@
 """Shared helpers of the show-and-ship tests: a tiny GFL detector, its config file, images as network input.
 
-The fixtures ``detector`` and ``synthetic_images`` are imported by the test modules that use them (no conftest.py
-here: tests/data imports names from its own ``conftest`` module, which a second conftest.py would shadow).
+The fixtures ``detector`` and ``synthetic_images`` are imported by the test modules that use them (the analysis,
+export and command tests share them, so they live in this module rather than in one folder's conftest.py).
 """
 from __future__ import annotations
 
