@@ -5,12 +5,25 @@ import pytest
 import torch
 
 from gfldet.config import ConfigError, check_keys, load_config
-from gfldet.engine.launch import EVALUATION_KEYS, check_train_section
+from gfldet.engine.launch import EVALUATION_KEYS, check_sections, check_train_section
 from gfldet.engine.optim import build_optimizer
 from gfldet.engine.schedules import build_lr_scheduler
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 ENGINE_CONFIGS = sorted([*CONFIGS.glob("gfl/*.yaml"), *CONFIGS.glob("bccd/*.yaml"), *CONFIGS.glob("quickstart/*.yaml")])
+ALL_EXPERIMENT_CONFIGS = sorted([*ENGINE_CONFIGS, *CONFIGS.glob("atss/*.yaml"), *CONFIGS.glob("ablations/*.yaml")])
+
+
+@pytest.mark.parametrize("path", ALL_EXPERIMENT_CONFIGS, ids=lambda p: p.name)
+def test_experiment_configs_have_only_known_sections(path):
+    check_sections(load_config(path))
+
+
+def test_misspelt_section_is_an_error_naming_file_and_line(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text(f"_base_: {CONFIGS / 'quickstart/gfl_r18_synthetic.yaml'}\ntrian:\n  max_epochs: 1\n")
+    with pytest.raises(ConfigError, match=r"exp\.yaml:2 \(trian\): unknown key 'trian'.*did you mean 'train'"):
+        check_sections(load_config(path))
 
 
 @pytest.mark.parametrize("path", ENGINE_CONFIGS, ids=lambda p: p.name)
