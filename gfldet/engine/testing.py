@@ -1,6 +1,7 @@
 """Evaluate a checkpoint on a split (``gfldet test``) and run it on image files (``gfldet infer``)."""
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Sequence
@@ -25,6 +26,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 def load_detector(cfg: Config, checkpoint: str | Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
     """Build ``cfg.model`` and load the checkpoint's weights (its EMA weights when it has them).
 
+    The backbone's ``pretrained`` setting is ignored: every weight comes from the checkpoint.
     Returns (model on ``device`` prepared by ``optimize_for_inference`` -- eval mode, BatchNorm folded into the
     convs, channels_last; for inference only --, checkpoint meta). ``model.num_classes`` comes from the checkpoint's
     config when the config leaves it null.
@@ -36,7 +38,10 @@ def load_detector(cfg: Config, checkpoint: str | Path, device: torch.device) -> 
     meta = state.get("meta", {}) if isinstance(state, dict) else {}
     if cfg.model.get("num_classes") is None and "class_names" in meta:
         cfg.model.num_classes = len(meta["class_names"])
-    model = build_detector(cfg.model)
+    model_cfg = copy.deepcopy(cfg.model)
+    if "pretrained" in model_cfg.backbone:
+        model_cfg.backbone["pretrained"] = False  # the checkpoint holds every weight: load (or download) no ImageNet ones
+    model = build_detector(model_cfg)
     weights = state.get("model", state)
     if state.get("ema"):
         # AveragedModel's state: "module.<name>" per tensor plus its "n_averaged" counter.
