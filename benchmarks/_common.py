@@ -19,6 +19,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from gfldet.config import load_config
 from gfldet.engine.benchmark import StageTimes, environment_lines, median_ratio
+from gfldet.engine.host_allocator import CPU_ALLOCATOR_MODES, configure_cpu_allocator
 from gfldet.models import build_detector
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,19 +54,24 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, default_runs: int) 
     parser.add_argument("--quick", action="store_true", help="tiny sizes and 1 run: a smoke test, not a figure")
     parser.add_argument("--runs", type=int, default=default_runs, help="timed rounds (median reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (default 1: on a shared machine the CPU-time figures then measure "
-                             "work, not waiting)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                        help="torch CPU threads (default: torch's, one per core; on a machine shared with other "
+                             "jobs use 1: the CPU-time figures then measure work, not waiting)")
+    parser.add_argument("--cpu-allocator", choices=CPU_ALLOCATOR_MODES, default="reuse",
+                        help="malloc mode of the whole process, so of every contender (default reuse, as gfldet "
+                             "train; system = glibc's default)")
     parser.add_argument("--md", type=Path, default=None, help="markdown snippet path (default benchmarks/results/)")
 
 
 def setup(args: argparse.Namespace) -> None:
-    """Seed, threads, --quick; records the machine, versions, date and load average at the start."""
+    """Seed, threads, allocator, --quick; records the machine, versions, allocator, date and load average."""
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
+    changed = configure_cpu_allocator(args.cpu_allocator)
     if args.quick:
         args.runs, args.warmup = 1, 0
-    args.environment = environment_lines(torch.device("cpu"))
+    args.environment = [*environment_lines(torch.device("cpu")),
+                        f"CPU allocator (every contender): {args.cpu_allocator}{'' if changed else ' (malloc unchanged)'}"]
 
 
 def ratio_lines(times: dict[str, StageTimes], *, peer: str, batch_size: int) -> list[str]:

@@ -1,6 +1,7 @@
 """Training step (forward, loss, backward, SGD step): gfldet GFL R-50-FPN vs torchvision FCOS R-50-FPN.
 
-    python benchmarks/bench_train_vs_torchvision.py [--quick] [--runs 3] [--threads 1] [--sizes 2x800x1333 8x512x512]
+    python benchmarks/bench_train_vs_torchvision.py [--quick] [--runs 3] [--threads 2] [--sizes 2x800x1333 8x512x512]
+        [--amp off bf16] [--cpu-allocator reuse|system]
 
 One process, identical random images and GT boxes (8 per image, labels in 0..79), random weights, SGD (lr 1e-3,
 momentum 0.9, weight decay 1e-4) over the trainable parameters of each model. Frozen parts as far as torchvision
@@ -10,11 +11,13 @@ remain: gfldet's BatchNorms in layer2-4 keep trainable affine parameters (mmdete
 FrozenBatchNorm2d freezes them); the GFL head predicts 4 x 17 distribution logits per prior where FCOS predicts
 4 distances + 1 centerness; FCOS's tower convs have biases and its FPN has a ReLU before P7; the losses differ by
 design (ATSS + QFL + DFL + GIoU vs centre sampling + focal + GIoU + centerness BCE); FCOS's transform runs a
-resize by exactly 1 and a mean-0/std-1 normalisation pass over the batch.
+resize by exactly 1 and a mean-0/std-1 normalisation pass over the batch. ``--amp bf16`` runs the forward and loss
+of every contender under ``torch.autocast("cpu", torch.bfloat16)`` (gfldet's ``train.amp: bf16``).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 
 import torch
@@ -30,41 +33,48 @@ def sgd(model: torch.nn.Module) -> torch.optim.SGD:
                            weight_decay=WEIGHT_DECAY)
 
 
-def step_stages(forward_loss, optimizer):
-    """forward+loss (input ignored) -> backward -> optimizer step; the split both models share."""
+def step_stages(forward_loss, optimizer, *, amp: str):
+    """forward+loss (input ignored; under bf16 autocast for ``amp`` bf16) -> backward -> optimizer step; the split
+    every contender shares."""
+    def losses(_):
+        with torch.autocast("cpu", dtype=torch.bfloat16) if amp == "bf16" else contextlib.nullcontext():
+            return sum(forward_loss().values())
+
     def step(_):
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    return [("forward+loss", lambda _: sum(forward_loss().values())),
-            ("backward", lambda total: total.backward()), ("optimizer", step)]
+    return [("forward+loss", losses), ("backward", lambda total: total.backward()), ("optimizer", step)]
 
 
-def gfl_pipeline(model, batch, *, channels_last: bool):
+def gfl_pipeline(model, batch, *, channels_last: bool, amp: str):
     model.train()
     images = batch.images
     if channels_last:
         model.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
-    return step_stages(lambda: model(images, batch.image_sizes, batch.gt_boxes, batch.gt_labels), sgd(model))
+    return step_stages(lambda: model(images, batch.image_sizes, batch.gt_boxes, batch.gt_labels), sgd(model),
+                       amp=amp)
 
 
-def fcos_pipeline(model, batch):
+def fcos_pipeline(model, batch, *, amp: str):
     model.train()
     images = [im[:, :h, :w] for im, (h, w) in zip(batch.images, batch.image_sizes)]
     targets = [{"boxes": b, "labels": lab} for b, lab in zip(batch.gt_boxes, batch.gt_labels)]
-    return step_stages(lambda: model(images, targets), sgd(model))
+    return step_stages(lambda: model(images, targets), sgd(model), amp=amp)
 
 
-def run_size(args, batch_size: int, height: int, width: int) -> list[str]:
+def run_size(args, batch_size: int, height: int, width: int, amp: str) -> list[str]:
     batch = synthetic_batch(batch_size=batch_size, height=height, width=width, num_classes=_common.NUM_CLASSES)
-    pipelines = {"gfldet (channels_last)": (gfl_pipeline(_common.build_gfl_r50(), batch, channels_last=True), None),
-                 "gfldet (NCHW)": (gfl_pipeline(_common.build_gfl_r50(), batch, channels_last=False), None),
-                 "torchvision FCOS": (fcos_pipeline(_common.build_fcos_r50(height=height, width=width), batch),
-                                      None)}
+    pipelines = {
+        "gfldet (channels_last)": (gfl_pipeline(_common.build_gfl_r50(), batch, channels_last=True, amp=amp), None),
+        "gfldet (NCHW)": (gfl_pipeline(_common.build_gfl_r50(), batch, channels_last=False, amp=amp), None),
+        "torchvision FCOS": (fcos_pipeline(_common.build_fcos_r50(height=height, width=width), batch, amp=amp),
+                             None)}
     times = run_interleaved(pipelines, runs=args.runs, warmup=args.warmup, device=torch.device("cpu"))
-    return [f"**Batch {batch_size}, {height}x{width}** (padded {batch.images.shape[2]}x{batch.images.shape[3]}); "
-            f"load average after: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}", "",
+    precision = "fp32" if amp == "off" else "bf16 autocast (all contenders)"
+    return [f"**Batch {batch_size}, {height}x{width}** (padded {batch.images.shape[2]}x{batch.images.shape[3]}), "
+            f"{precision}; load average after: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}", "",
             *_common.ratio_lines(times, peer="torchvision FCOS", batch_size=batch_size), "",
             *_common.stage_lines(times, batch_size=batch_size), ""]
 
@@ -73,13 +83,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     _common.add_common_arguments(parser, default_runs=3)
     parser.add_argument("--sizes", nargs="+", default=["2x800x1333", "8x512x512"], help="NxHxW settings")
+    parser.add_argument("--amp", nargs="+", choices=("off", "bf16"), default=["off", "bf16"],
+                        help="precision modes, each run for every contender (default: off and bf16)")
     args = parser.parse_args()
     _common.setup(args)
     sizes = [(2, 128, 160)] if args.quick else [tuple(int(v) for v in s.split("x")) for s in args.sizes]
     body = [f"One training step, random weights, {args.runs} interleaved rounds after {args.warmup} warm-up, "
             f"{args.threads} thread(s). Ratio = median over rounds of gfldet time / FCOS time in the same round.", ""]
     for batch_size, height, width in sizes:
-        body += run_size(args, batch_size, height, width)
+        for amp in args.amp:
+            body += run_size(args, batch_size, height, width, amp)
     _common.write_report(args, name="train_vs_torchvision", title="Training step vs torchvision FCOS (CPU)",
                          body=body)
 

@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", type=int, default=10, help="timed runs; the median is reported (default 10)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs first (default 2)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--cpu-allocator", choices=("reuse", "system"), default="reuse",
+                        help="CPU: keep freed memory for reuse (default, as gfldet train) or glibc's default")
     parser.add_argument("--gts", type=int, default=8, help="random GT boxes per image for --mode train")
     parser.add_argument("--no-optimize", action="store_true", help="infer: skip optimize_for_inference")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
@@ -59,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
 
     from gfldet.config import load_config
     from gfldet.engine import benchmark as bench
+    from gfldet.engine.host_allocator import configure_cpu_allocator
     from gfldet.engine.launch import resolve_device
     from gfldet.models import build_detector
 
@@ -70,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
     device = torch.device(resolve_device(args.device))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    else:
+        configure_cpu_allocator(args.cpu_allocator)
     num_classes = cfg.model.get("num_classes")
     if not isinstance(num_classes, int):
         raise GfldetError(f"{cfg.where('model')}: model.num_classes is {num_classes!r}; benchmark needs a number "
@@ -138,7 +143,8 @@ def _report(args, device, size, batch, optimisations, times, memory) -> None:
     print(f"gfldet benchmark: mode={args.mode} config={args.config} weights={args.ckpt or 'random'}")
     for line in bench.environment_lines(device):
         print(line)
-    print(f"device={device} amp={args.amp} batch={args.batch} size={height}x{width} "
+    allocator = f" cpu_allocator={args.cpu_allocator}" if device.type == "cpu" else ""
+    print(f"device={device}{allocator} amp={args.amp} batch={args.batch} size={height}x{width} "
           f"(padded {padded[0]}x{padded[1]}) runs={args.runs} warmup={args.warmup}")
     print(f"optimisations: {optimisations}")
     for line in bench.stage_table(times, batch_size=args.batch):
@@ -150,6 +156,7 @@ def _report(args, device, size, batch, optimisations, times, memory) -> None:
     if args.json:
         figures = {"mode": args.mode, "device": str(device), "amp": args.amp, "batch": args.batch,
                    "size": [height, width], "runs": args.runs, "optimisations": optimisations,
+                   "cpu_allocator": args.cpu_allocator if device.type == "cpu" else None,
                    "ms_per_image": {name: 1000 * times.median(name) / args.batch for name in times.names},
                    "total_ms_per_image": 1000 * times.median_total() / args.batch,
                    "images_per_s": args.batch / times.median_total(), "peak_memory_bytes": memory.peak_bytes,

@@ -4,7 +4,8 @@ Config section ``train`` (defaults in ``configs/_base_/default_runtime.yaml`` an
 exactly one of ``max_epochs`` / ``max_iters``; ``eval_interval`` and ``checkpoint_interval`` in that unit;
 ``seed``, ``deterministic``, ``amp`` (off|fp16|bf16), ``grad_clip`` (max L2 norm or null), ``ema`` (decay or null),
 ``keep_last``, ``log_interval``, ``max_nan_steps``, ``lr_schedule`` (see ``schedules.py``), ``sync_bn``,
-``find_unused_parameters``, ``device`` (auto|cpu|cuda), ``tensorboard``. Section ``evaluation``: ``backend``.
+``find_unused_parameters``, ``device`` (auto|cpu|cuda), ``tensorboard``, ``cpu_allocator`` (reuse|system, optional,
+see ``host_allocator.py``). Section ``evaluation``: ``backend``.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from gfldet.engine.checkpointer import Checkpointer, load_checkpoint, load_model
 from gfldet.engine.distributed import (cleanup_distributed, convert_sync_batchnorm, get_rank, get_world_size,
                                        init_distributed, is_main_process)
 from gfldet.engine.evaluator import CocoEvaluator, format_ap_table, predictions_to_coco
+from gfldet.engine.host_allocator import CPU_ALLOCATOR_MODES, configure_cpu_allocator
 from gfldet.engine.inference import run_inference
 from gfldet.engine.logging import TrainLogger
 from gfldet.engine.optim import build_optimizer
@@ -26,12 +28,13 @@ from gfldet.engine.reproducibility import seed_everything, set_deterministic
 from gfldet.engine.schedules import build_lr_scheduler
 from gfldet.engine.trainer import Trainer
 
-__all__ = ["check_sections", "check_train_section", "CONFIG_SECTIONS", "TRAIN_KEYS", "EVALUATION_KEYS", "resolve_device", "schedule_length", "build_evaluate_fn", "train"]
+__all__ = ["check_sections", "check_train_section", "CONFIG_SECTIONS", "TRAIN_KEYS", "EVALUATION_KEYS", "resolve_device", "setup_device", "schedule_length", "build_evaluate_fn", "train"]
 
 TRAIN_KEYS = ("max_epochs", "max_iters", "eval_interval", "checkpoint_interval", "seed", "deterministic", "amp",
               "channels_last",
               "grad_clip", "ema", "keep_last", "log_interval", "max_nan_steps", "lr_schedule", "sync_bn",
-              "find_unused_parameters", "device", "tensorboard")
+              "find_unused_parameters", "device", "tensorboard", "cpu_allocator")
+OPTIONAL_TRAIN_KEYS = ("max_epochs", "max_iters", "cpu_allocator")
 EVALUATION_KEYS = ("backend",)
 
 
@@ -44,6 +47,20 @@ def resolve_device(name: str) -> str:
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("train.device is cuda but no GPU is visible; use train.device=cpu (or auto)")
     return name
+
+
+def setup_device(train_cfg: Config, *, distributed: bool = True) -> torch.device:
+    """The device of ``train.device`` (``distributed``: the process group joined under torchrun); on the CPU the
+    allocator mode of ``train.cpu_allocator`` (default ``reuse``) is applied to the process."""
+    allocator = train_cfg.get("cpu_allocator", "reuse")
+    if allocator not in CPU_ALLOCATOR_MODES:
+        raise ConfigError(f"{train_cfg.where('cpu_allocator')}: train.cpu_allocator must be one of "
+                          f"{', '.join(CPU_ALLOCATOR_MODES)}, got {allocator!r}")
+    name = resolve_device(train_cfg.device)
+    device = init_distributed(name) if distributed else torch.device(name)
+    if device.type == "cpu":
+        configure_cpu_allocator(allocator)
+    return device
 
 
 def schedule_length(train_cfg: Config, iters_per_epoch: int) -> tuple[int, bool]:
@@ -100,10 +117,14 @@ def check_train_section(cfg: Config) -> Config:
     """Validate ``cfg.train``: unknown keys (typos) and missing keys are ConfigErrors naming file and line."""
     tcfg = cfg.train
     check_keys(tcfg, TRAIN_KEYS, where="train")
-    missing = [key for key in TRAIN_KEYS if key not in tcfg and key not in ("max_epochs", "max_iters")]
+    missing = [key for key in TRAIN_KEYS if key not in tcfg and key not in OPTIONAL_TRAIN_KEYS]
     if missing:
         raise ConfigError(f"{tcfg.where()}: train section is missing {', '.join(missing)} (defaults live in "
                           f"configs/_base_/default_runtime.yaml; inherit it through _base_)")
+    for key in ("eval_interval", "checkpoint_interval"):
+        if not isinstance(tcfg[key], int) or tcfg[key] < 0:
+            raise ConfigError(f"{tcfg.where(key)}: train.{key} must be an integer >= 0 (see default_runtime.yaml), "
+                              f"got {tcfg[key]!r}")
     return tcfg
 
 
@@ -128,7 +149,7 @@ def train(cfg: Config, *, work_dir: str | Path, resume: str | Path | None = None
 
     check_sections(cfg)
     tcfg = check_train_section(cfg)
-    device = init_distributed(resolve_device(tcfg.device))
+    device = setup_device(tcfg)
     world_size, work_dir = get_world_size(), Path(work_dir)
     seed_everything(int(tcfg.seed), rank=get_rank())
     set_deterministic(bool(tcfg.deterministic))

@@ -11,11 +11,11 @@ import numpy as np
 import torch
 
 from gfldet.config import Config, check_keys
-from gfldet.engine.checkpointer import load_checkpoint
-from gfldet.engine.distributed import get_world_size, init_distributed, is_main_process
+from gfldet.engine.checkpointer import checkpoint_weights, load_checkpoint
+from gfldet.engine.distributed import get_world_size, is_main_process
 from gfldet.engine.evaluator import (CocoEvaluator, format_ap_table, predictions_to_coco, write_submission)
 from gfldet.engine.inference import run_inference
-from gfldet.engine.launch import EVALUATION_KEYS, check_sections, resolve_device
+from gfldet.engine.launch import EVALUATION_KEYS, check_sections, setup_device
 from gfldet.errors import GfldetError
 
 __all__ = ["load_detector", "evaluate_checkpoint", "infer_images", "IMAGE_SUFFIXES"]
@@ -42,12 +42,8 @@ def load_detector(cfg: Config, checkpoint: str | Path, device: torch.device) -> 
     if "pretrained" in model_cfg.backbone:
         model_cfg.backbone["pretrained"] = False  # the checkpoint holds every weight: load (or download) no ImageNet ones
     model = build_detector(model_cfg)
-    weights = state.get("model", state)
-    if state.get("ema"):
-        # AveragedModel's state: "module.<name>" per tensor plus its "n_averaged" counter.
-        weights = {k[len("module."):]: v for k, v in state["ema"].items() if k.startswith("module.")}
     try:
-        model.load_state_dict(weights)
+        model.load_state_dict(checkpoint_weights(state))
     except RuntimeError as err:
         raise GfldetError(f"checkpoint {checkpoint} does not fit model of the config: {err}") from None
     return optimize_for_inference(model.to(device), channels_last=True), meta
@@ -66,10 +62,11 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str | Path, *, split: str, work
 
     check_sections(cfg)
     check_keys(cfg.evaluation, EVALUATION_KEYS, where="evaluation")
-    device = init_distributed(resolve_device(cfg.train.device))
+    device = setup_device(cfg.train)
     loader = build_dataloader(cfg.data, split, distributed=get_world_size() > 1)
     dataset = loader.dataset
-    model, _ = load_detector(cfg, checkpoint, device)
+    model, meta = load_detector(cfg, checkpoint, device)
+    _check_categories(meta, dataset, checkpoint)
     predictions = run_inference(model, loader, device=device, amp=cfg.train.amp, desc=f"test {split}")
     if not is_main_process():
         return None
@@ -93,6 +90,17 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str | Path, *, split: str, work
     if analyze:
         _write_error_analysis(dataset, results, work_dir)
     return metrics
+
+
+def _check_categories(meta: dict, dataset, checkpoint) -> None:
+    """Labels are indices into the training categories: evaluating them against other categories (another set or
+    order) would give wrong category ids and a wrong AP without any error."""
+    trained = meta.get("cat_ids")
+    if trained is not None and list(trained) != list(dataset.cat_ids):
+        raise GfldetError(f"{checkpoint} was trained on category ids {list(trained)[:10]}... "
+                          f"({len(trained)}), but {dataset.ann_file} lists {list(dataset.cat_ids)[:10]}... "
+                          f"({len(dataset.cat_ids)}): evaluate on annotations with the training categories, "
+                          f"in the same order")
 
 
 def _write_error_analysis(dataset, results: list[dict], work_dir: Path) -> None:
@@ -129,10 +137,12 @@ def _read_rgb(path: Path) -> np.ndarray:
 @torch.no_grad()
 def infer_images(cfg: Config, checkpoint: str | Path, paths: Sequence[str | Path], *, out_dir: str | Path,
                  score_thr: float, show_dist: int = 0) -> Path:
-    """Detect objects in image files; write ``out_dir/<name>`` with boxes drawn and ``out_dir/detections.json``.
+    """Detect objects in image files; write ``out_dir/<stem>.jpg`` with boxes drawn (``<stem>_<index>.jpg`` when
+    an earlier input had the same stem) and ``out_dir/detections.json``.
 
     Images go through the config's test transforms (``data.test.transforms``, normalisation, padding). The json
-    lists per file: ``boxes`` [[x1, y1, x2, y2]] original px, ``scores``, ``labels`` (0..C-1) and ``names``.
+    lists per file: ``drawn`` (the output image's name), ``boxes`` [[x1, y1, x2, y2]] original px, ``scores``,
+    ``labels`` (0..C-1) and ``names``.
     ``show_dist`` > 0 also saves, for the best ``show_dist`` detections of each image, a figure of the four learned
     box-side distributions into ``out_dir/distributions/``.
     """
@@ -141,7 +151,7 @@ def infer_images(cfg: Config, checkpoint: str | Path, paths: Sequence[str | Path
     from gfldet.data.transforms import build_transform
     from gfldet.visualization import draw_detections
 
-    device = torch.device(resolve_device(cfg.train.device))
+    device = setup_device(cfg.train, distributed=False)
     model, meta = load_detector(cfg, checkpoint, device)
     class_names = meta.get("class_names") or [str(i) for i in range(cfg.model.num_classes)]
     transform = build_transform(cfg.data.test.transforms, where="data.test.transforms")
@@ -149,7 +159,10 @@ def infer_images(cfg: Config, checkpoint: str | Path, paths: Sequence[str | Path
     out_dir.mkdir(parents=True, exist_ok=True)
     records = []
     empty = np.zeros((0, 4), np.float32)
+    used_stems: set[str] = set()
     for index, path in enumerate(_image_paths(paths)):
+        stem = path.stem if path.stem not in used_stems else f"{path.stem}_{index}"  # a.png and a.jpg, or 2 dirs
+        used_stems.add(stem)
         rgb = _read_rgb(path)
         res = transform(rgb, empty, np.zeros(0, np.int64), empty)
         sample = Sample(image=res.image, boxes=torch.zeros(0, 4), labels=torch.zeros(0, dtype=torch.int64),
@@ -162,7 +175,7 @@ def infer_images(cfg: Config, checkpoint: str | Path, paths: Sequence[str | Path
             from gfldet.analysis import detections_with_distributions, save_box_distributions
 
             dets = detections_with_distributions(model, batch.images, batch.image_sizes, batch.scale_factors)[0]
-            save_box_distributions(rgb, dets, out_dir / "distributions", stem=path.stem, top_k=show_dist,
+            save_box_distributions(rgb, dets, out_dir / "distributions", stem=stem, top_k=show_dist,
                                    min_score=score_thr, class_names=class_names)
             pred = {"boxes": dets.boxes, "scores": dets.scores, "labels": dets.labels}
         else:
@@ -171,8 +184,8 @@ def infer_images(cfg: Config, checkpoint: str | Path, paths: Sequence[str | Path
         boxes, scores, labels = (pred[k][keep].float().cpu().numpy() for k in ("boxes", "scores", "labels"))
         labels = labels.astype(np.int64)
         drawn = draw_detections(rgb, boxes, labels, scores, class_names=class_names)
-        cv2.imwrite(str(out_dir / f"{path.stem}.jpg"), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
-        records.append({"file": str(path), "boxes": boxes.astype(np.float64).round(2).tolist(),
+        cv2.imwrite(str(out_dir / f"{stem}.jpg"), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+        records.append({"file": str(path), "drawn": f"{stem}.jpg", "boxes": boxes.astype(np.float64).round(2).tolist(),
                         "scores": scores.astype(np.float64).round(4).tolist(),
                         "labels": labels.tolist(), "names": [class_names[i] for i in labels]})
     json_path = out_dir / "detections.json"
