@@ -76,12 +76,12 @@ def bbox2distance(points: Tensor, boxes_xyxy: Tensor, max_dist: Optional[float] 
     return distances
 
 
-def integral_bins(reg_max: int, bin_width: float = 1.0, *, device=None, dtype=torch.float32) -> Tensor:
+def integral_bins(reg_max: int, bin_width: float = 1.0) -> Tensor:
     """The support of GFL's general distribution: ``bin_width * {0, 1, ..., reg_max}``, shape ``[reg_max + 1]``.
 
     ``bin_width`` is the paper's Delta (1 for GFL), in the same units as the decoded distances.
     """
-    return torch.arange(reg_max + 1, device=device, dtype=dtype) * bin_width
+    return torch.arange(reg_max + 1, dtype=torch.float32) * bin_width
 
 
 def integral_distance(reg_logits: Tensor, bin_values: Tensor) -> Tensor:
@@ -101,8 +101,10 @@ def integral_distance(reg_logits: Tensor, bin_values: Tensor) -> Tensor:
             f"integral_distance: reg_logits last dim is {reg_logits.shape[-1]}, expected 4 * {num_bins} "
             f"(4 sides x len(bin_values))"
         )
-    probs = F.softmax(reg_logits.unflatten(-1, (4, num_bins)), dim=-1)
-    return probs @ bin_values.to(probs.dtype)
+    # Autocast would run the matmul (and on some devices the softmax) in 16 bits: 8 px of error at stride 128 in bf16.
+    with torch.autocast(reg_logits.device.type, enabled=False):
+        probs = F.softmax(reg_logits.unflatten(-1, (4, num_bins)), dim=-1)
+        return probs @ bin_values.to(probs.dtype)
 
 
 def aligned_box_iou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-6) -> Tensor:

@@ -222,9 +222,20 @@ def _merge(base: Config, override: Config) -> Config:
         if isinstance(value, Config) and isinstance(base.get(key), Config) and not replace:
             _merge(base[key], value)
         else:
-            base[key] = value
+            base[key] = _without_replace_markers(value)
         base.set_origin(key, override._origins.get(key))
     return base
+
+
+def _without_replace_markers(value):
+    """``value`` with every nested ``_replace_`` key dropped (there is nothing below a new section to replace)."""
+    if isinstance(value, Config):
+        value.pop(REPLACE_KEY, None)
+        for key, item in value.items():
+            value[key] = _without_replace_markers(item)
+    elif isinstance(value, list):
+        return [_without_replace_markers(item) for item in value]
+    return value
 
 
 def _load_file(path: Path, chain: tuple[Path, ...]) -> Config:
@@ -355,7 +366,10 @@ def build_from_cfg(cfg: Mapping, registry: Mapping[str, Callable], *, where: str
     if missing:
         raise ConfigError(f"{cfg.where()}: {section} (type {name}) is missing required key(s): {', '.join(missing)}")
     _check_basic_types(cfg, kwargs, factory, f"{section} (type {name})")
-    return factory(**kwargs, **extra)
+    try:
+        return factory(**kwargs, **extra)
+    except ValueError as err:  # a constructor's check of its values: say where they were set
+        raise ConfigError(f"{cfg.where()}: {section} (type {name}): {err}") from None
 
 
 _BASIC_TYPES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}

@@ -70,6 +70,21 @@ def test_replace_marker_replaces_instead_of_merging(tree):
     assert dict(cfg.model.head) == {"type": "atss"}
 
 
+def test_replace_markers_inside_a_replaced_section_are_dropped(tree):
+    path = write(tree / "child.yaml", """
+        _base_: _base_/model.yaml
+        model:
+          head:
+            _replace_: true
+            type: atss
+            loss: {_replace_: true, beta: 2.0}
+          extra: {_replace_: true, inner: {_replace_: true, y: 2}}
+        """)
+    cfg = load_config(path)
+    assert dict(cfg.model.head.loss) == {"beta": 2.0}
+    assert cfg.model.extra.to_dict() == {"inner": {"y": 2}}
+
+
 def test_overrides_are_typed_as_yaml_and_checked(tree):
     cfg = load_config(tree / "_base_/model.yaml", ["model.head.reg_max=14", "model.head.loss={beta: 1.5}",
                                                     "+model.extra=[1, 2]", "model.num_classes=null"])

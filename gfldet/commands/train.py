@@ -37,5 +37,8 @@ def run(args: argparse.Namespace) -> int:
     if resume is not None and args.load_from:
         raise GfldetError("--resume and --load-from exclude each other: --resume restores the whole training state, "
                           "--load-from only initialises weights")
+    if resume is None and (work_dir / "latest.pth").is_file():
+        raise GfldetError(f"{work_dir} already holds a run (latest.pth): continue it with --resume, or choose "
+                          f"another --work-dir (a new run there would overwrite its checkpoints and mix its logs)")
     train(cfg, work_dir=work_dir, resume=resume, load_from=args.load_from)
     return 0

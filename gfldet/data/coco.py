@@ -85,7 +85,7 @@ class CocoDetection(Dataset):
             self.num_filtered_empty = 0
         if not self.records:
             raise DataError(f"{ann_file}: no usable images left (filter_empty={filter_empty}, "
-                            f"{self.problems.total()} problem(s)); check data.{{split}}.ann_file and img_dir")
+                            f"{self.problems.total()} problem(s)); check the split's ann_file and img_dir in the config's data section")
         self.problems.log()
         self.image_ids = [r.image_id for r in self.records]
 

@@ -20,7 +20,7 @@ import torch
 from gfldet.errors import GfldetError
 
 __all__ = ["atomic_save", "Checkpointer", "load_checkpoint", "capture_rng_state", "restore_rng_state",
-           "load_model_weights"]
+           "checkpoint_weights", "load_model_weights"]
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
@@ -85,15 +85,45 @@ def load_checkpoint(path: str | Path) -> dict:
         raise GfldetError(f"cannot read checkpoint {path}: {err}") from err
 
 
+def checkpoint_weights(ckpt) -> dict:
+    """The model state dict of a loaded checkpoint: its EMA weights when it has them (those are the ones
+    evaluated and kept as best), else ``model``; a bare state dict is returned as it is."""
+    if not isinstance(ckpt, dict):
+        raise GfldetError(f"a checkpoint must be a dict, got {type(ckpt).__name__}")
+    if ckpt.get("ema"):
+        # AveragedModel's state: "module.<name>" per tensor plus its "n_averaged" counter.
+        return {k[len("module."):]: v for k, v in ckpt["ema"].items() if k.startswith("module.")}
+    return ckpt.get("model", ckpt)
+
+
 def load_model_weights(model: torch.nn.Module, path: str | Path, *, strict: bool = True) -> dict:
-    """Load only the model weights of a checkpoint (a gfldet checkpoint or a bare state dict) into ``model``."""
+    """Load the weights of a checkpoint (gfldet's, EMA preferred, or a bare state dict) into ``model``.
+
+    ``strict=False`` (fine-tuning) skips missing and unexpected tensors and those whose shapes differ (e.g. the
+    class conv of a model trained with another number of classes), and prints what it skipped. Returns the loaded
+    checkpoint.
+    """
     ckpt = load_checkpoint(path)
-    state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else ckpt
-    result = model.load_state_dict(state, strict=strict)
-    if not strict and (result.missing_keys or result.unexpected_keys):
-        print(f"[gfldet] {path}: missing keys {result.missing_keys[:5]}..., "
-              f"unexpected keys {result.unexpected_keys[:5]}...")
+    state = checkpoint_weights(ckpt)
+    own = model.state_dict()
+    mismatched = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    if strict and mismatched:
+        raise GfldetError(f"{path} does not fit the model: {_shape_changes(mismatched, state, own)}")
+    try:
+        result = model.load_state_dict({k: v for k, v in state.items() if k not in mismatched}, strict=strict)
+    except RuntimeError as err:
+        raise GfldetError(f"{path} does not fit the model: {err}") from None
+    skipped = [f"missing {result.missing_keys[:5]}" if result.missing_keys else "",
+               f"unexpected {result.unexpected_keys[:5]}" if result.unexpected_keys else "",
+               f"other shape {_shape_changes(mismatched, state, own)}" if mismatched else ""]
+    if any(skipped):
+        print(f"[gfldet] {path}: not loaded: {'; '.join(filter(None, skipped))}")
     return ckpt
+
+
+def _shape_changes(keys: list[str], state: dict, own: dict) -> str:
+    shown = ", ".join(f"{k} {list(state[k].shape)} -> {list(own[k].shape)}" for k in keys[:5])
+    return shown + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
 
 
 class Checkpointer:

@@ -4,7 +4,8 @@ A work dir belongs to paper rows through the top-level ``ablation: {table: 1a, r
 list of such mappings, when one model is a row of several tables) of its ``config.yaml`` (the merged config
 ``gfldet train`` saves); its numbers come from ``metrics.json`` (``gfldet test``:
 ``bbox_mAP``, ``bbox_mAP_50``, ``bbox_mAP_75``, ``bbox_mAP_s``, ``bbox_mAP_m``, ``bbox_mAP_l`` in [0, 1]) and,
-optionally, FPS from ``metrics.json["fps"]`` or ``benchmark.json["fps"]``. APs are reported in percent. Every row
+optionally, FPS from ``benchmark.json["images_per_s"]`` (``gfldet benchmark CONFIG --ckpt ... --json
+WORK_DIR/benchmark.json``). APs are reported in percent. Every row
 of a reported table appears: rows without a work dir are "missing", work dirs without metrics "not evaluated".
 """
 from __future__ import annotations
@@ -124,13 +125,9 @@ def _metrics(metrics_path: Path) -> dict[str, float]:
 
 
 def _fps(work_dir: Path) -> float | None:
-    for name in ("metrics.json", "benchmark.json"):
-        path = work_dir / name
-        if path.is_file():
-            value = _read_json(path).get("fps")
-            if isinstance(value, (int, float)):
-                return float(value)
-    return None
+    path = work_dir / "benchmark.json"
+    value = _read_json(path).get("images_per_s") if path.is_file() else None
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def read_run(work_dir: str | Path) -> list[Run]:

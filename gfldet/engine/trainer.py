@@ -163,7 +163,7 @@ class Trainer:
     # -- evaluation and checkpoints -------------------------------------------------------------------
     def _after_unit(self, count: int, *, final: bool) -> None:
         do_eval = self.evaluate is not None and (final or count % self.eval_interval == 0)
-        do_save = final or count % self.checkpoint_interval == 0
+        do_save = final or (self.checkpoint_interval > 0 and count % self.checkpoint_interval == 0)
         is_best = False
         if do_eval:
             metrics = broadcast_object(self.evaluate(self.eval_model))
@@ -185,13 +185,25 @@ class Trainer:
             "lr_scheduler": self.lr_scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "meta": {**self.meta, "iteration": self.iteration, "epoch": self.epoch,
+                     "iters_per_epoch": self.iters_per_epoch,
                      "iter_in_epoch": self.iter_in_epoch, "best_score": self.best_score,
                      "best_metric": self.best_metric},
             "rng": capture_rng_state(),
         }
 
+    def _check_same_layout(self, meta: dict) -> None:
+        """The epoch position, the sampler's skip and the scaled LR only line up with the same processes and
+        batch layout: refuse to resume otherwise."""
+        saved = (meta.get("world_size"), meta.get("iters_per_epoch"))
+        current = (self.meta.get("world_size"), self.iters_per_epoch)
+        if saved[1] is not None and saved != current:
+            raise GfldetError(f"the checkpoint was trained with {saved[0]} process(es) and {saved[1]} iterations per "
+                              f"epoch, this run has {current[0]} and {current[1]}: resume with the same number of "
+                              f"processes and data batch size, or start a new run from it with --load-from")
+
     def load_state_dict(self, state: dict) -> None:
         """Resume: weights, optimiser, scheduler, scaler, EMA, counters, sampler position and RNG states."""
+        self._check_same_layout(state["meta"])
         self.bare_model.load_state_dict(state["model"])
         if self.ema is not None:
             if state.get("ema") is None:
@@ -202,7 +214,8 @@ class Trainer:
         # Keep the schedule of the current config (e.g. a longer max_epochs); restore only the position in it.
         scheduler_state = {**state["lr_scheduler"], "lr_lambdas": [None] * len(self.optimizer.param_groups)}
         self.lr_scheduler.load_state_dict(scheduler_state)
-        self.scaler.load_state_dict(state["scaler"])
+        if state["scaler"]:  # empty when the checkpoint was trained without fp16: keep the fresh scaler
+            self.scaler.load_state_dict(state["scaler"])
         meta = state["meta"]
         self.iteration, self.epoch, self.iter_in_epoch = meta["iteration"], meta["epoch"], meta["iter_in_epoch"]
         self.best_score = meta["best_score"]

@@ -1,6 +1,7 @@
 """End to end through the CLI on a tiny synthetic dataset: train -> SIGKILL -> --resume -> test -> infer."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -45,7 +46,7 @@ def _train_cmd(work_dir, opts, *extra):
             "--opts", *opts]
 
 
-def test_train_kill_resume_test_infer(data_dir, tmp_path):
+def test_train_kill_resume_test_infer(data_dir, tmp_path, capsys):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     opts = _opts(data_dir)
     full = tmp_path / "full"
@@ -58,6 +59,9 @@ def test_train_kill_resume_test_infer(data_dir, tmp_path):
 
     events = EventAccumulator(str(full / "tensorboard"), size_guidance={"images": 0}).Reload()
     assert any(tag.startswith("val/predictions/") for tag in events.Tags()["images"])  # drawn at the evaluation
+
+    assert main(["train", str(CONFIG), "--work-dir", str(full), "--opts", *opts]) == 1  # would overwrite it
+    assert "already holds a run" in capsys.readouterr().err
 
     # SIGKILL a longer run once its iteration-2 checkpoint exists (mid-epoch: ~6 iterations per epoch), then resume
     # it with the 6-iteration config from WORK_DIR/latest.pth (--resume without a path).
@@ -90,18 +94,30 @@ def test_train_kill_resume_test_infer(data_dir, tmp_path):
     results = json.loads((tmp_path / "test" / "results.json").read_text())
     assert all(set(r) == {"image_id", "category_id", "bbox", "score"} for r in results)
 
+    import torch
+
+    state = torch.load(full / "latest.pth", weights_only=False)
+    state["meta"]["cat_ids"] = state["meta"]["cat_ids"][::-1]  # trained with another category order
+    torch.save(state, tmp_path / "reordered.pth")
+    assert main(["test", str(CONFIG), str(tmp_path / "reordered.pth"), "--work-dir", str(tmp_path / "t2"),
+                 "--opts", *opts]) == 1
+    assert "in the same order" in capsys.readouterr().err
+
     assert main(["test", str(CONFIG), str(full / "latest.pth"), "--split", "test", "--format-only", "--work-dir",
                  str(tmp_path / "dev"), "--opts", *opts]) == 0
     assert (tmp_path / "dev" / "detections_test-dev2017_gfl_r18_synthetic_results.zip").is_file()
 
     out = tmp_path / "vis"
     images = sorted((data_dir / "images").glob("val_*.jpg"))[:2]
+    (tmp_path / "copy").mkdir()
+    images.append(Path(shutil.copy(images[0], tmp_path / "copy")))  # same name in another folder: no overwrite
     assert main(["infer", str(CONFIG), str(full / "best.pth"), *map(str, images), "--out", str(out),
                  "--score-thr", "0.0", "--show-dist", "2", "--opts", *opts, "model.test_cfg.score_thr=0.0"]) == 0
     assert len(list((out / "distributions").glob("*.png"))) == 2 * len(images)  # the 2 best of each image
     detections = json.loads((out / "detections.json").read_text())
     assert [Path(d["file"]).name for d in detections] == [p.name for p in images]
-    assert all((out / p.name).is_file() for p in images)
+    assert [d["drawn"] for d in detections] == [images[0].name, images[1].name, f"{images[0].stem}_2.jpg"]
+    assert all((out / d["drawn"]).is_file() for d in detections)
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path, capsys):

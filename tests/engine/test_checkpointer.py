@@ -6,7 +6,7 @@ import textwrap
 import pytest
 import torch
 
-from gfldet.engine.checkpointer import Checkpointer, atomic_save, load_checkpoint
+from gfldet.engine.checkpointer import Checkpointer, atomic_save, load_checkpoint, load_model_weights
 from gfldet.errors import GfldetError
 
 
@@ -70,3 +70,24 @@ def test_missing_or_corrupt_checkpoint_is_a_clear_error(tmp_path):
     bad.write_bytes(b"garbage")
     with pytest.raises(GfldetError, match="cannot read checkpoint .*bad.pth"):
         load_checkpoint(bad)
+
+
+def test_fine_tuning_load_skips_tensors_of_another_shape(tmp_path, capsys):
+    trained = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 80))  # "80 classes"
+    torch.save({"model": trained.state_dict()}, tmp_path / "coco.pth")
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 3))
+    fresh_head = model[1].weight.clone()
+    load_model_weights(model, tmp_path / "coco.pth", strict=False)
+    assert torch.equal(model[0].weight, trained[0].weight) and torch.equal(model[1].weight, fresh_head)
+    assert "1.weight [80, 8] -> [3, 8]" in capsys.readouterr().out
+    with pytest.raises(GfldetError, match=r"does not fit the model: 1\.weight"):
+        load_model_weights(model, tmp_path / "coco.pth")
+
+
+def test_weights_prefer_the_ema_copy(tmp_path):
+    raw, ema = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    averaged = torch.optim.swa_utils.AveragedModel(ema)
+    torch.save({"model": raw.state_dict(), "ema": averaged.state_dict()}, tmp_path / "ckpt.pth")
+    model = torch.nn.Linear(2, 2)
+    load_model_weights(model, tmp_path / "ckpt.pth")
+    assert torch.equal(model.weight, ema.weight)

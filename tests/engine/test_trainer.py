@@ -8,6 +8,7 @@ from engine_fakes import TinyDetector, make_trainer
 from gfldet.engine.checkpointer import load_checkpoint
 from gfldet.engine.reproducibility import set_deterministic
 from gfldet.engine.trainer import NonFiniteLossError
+from gfldet.errors import GfldetError
 
 
 @pytest.fixture(autouse=True)
@@ -131,3 +132,26 @@ def test_ema_is_tracked_and_resumed(tmp_path):
     other = make_trainer(tmp_path / "b", max_iters=4, ema_decay=0.5, model=TinyDetector())
     other.load_state_dict(state)
     assert torch.equal(other.eval_model.conv.weight, ema)
+
+
+def test_checkpoint_interval_zero_keeps_only_the_final_checkpoint(tmp_path):
+    make_trainer(tmp_path, max_iters=5, checkpoint_interval=0).train()
+    assert sorted(p.name for p in tmp_path.glob("*.pth")) == ["iter_5.pth", "latest.pth"]
+
+
+def test_resume_refuses_another_batch_layout(tmp_path):
+    make_trainer(tmp_path / "a", max_iters=2, batch_size=4).train()
+    state = load_checkpoint(tmp_path / "a" / "latest.pth")
+    other = make_trainer(tmp_path / "b", max_iters=4, batch_size=2)
+    with pytest.raises(GfldetError, match="iterations per epoch.*--load-from"):
+        other.load_state_dict(state)
+
+
+def test_resume_with_fp16_from_a_checkpoint_trained_without_it(tmp_path):
+    make_trainer(tmp_path / "a", max_iters=2).train()
+    state = load_checkpoint(tmp_path / "a" / "latest.pth")
+    assert state["scaler"] == {}
+    resumed = make_trainer(tmp_path / "b", max_iters=4, amp="fp16")
+    resumed.load_state_dict(state)
+    resumed.train()
+    assert resumed.iteration == 4 and resumed.scaler.is_enabled()
