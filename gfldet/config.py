@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import difflib
 import inspect
+import re
 import typing
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -368,8 +369,12 @@ def build_from_cfg(cfg: Mapping, registry: Mapping[str, Callable], *, where: str
     _check_basic_types(cfg, kwargs, factory, f"{section} (type {name})")
     try:
         return factory(**kwargs, **extra)
+    except ConfigError:
+        raise
     except ValueError as err:  # a constructor's check of its values: say where they were set
-        raise ConfigError(f"{cfg.where()}: {section} (type {name}): {err}") from None
+        key = re.match(r"\w*", str(err)).group()  # constructors name the offending argument first
+        location = cfg.where(key if key in cfg else None) if cfg.dotted() else section
+        raise ConfigError(f"{location}: {err}") from None
 
 
 _BASIC_TYPES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}

@@ -3,17 +3,20 @@
 Three views, from least to most work done inside the graph (input: ``images`` [N, 3, H, W] float32, normalised
 like the training data and padded to the size divisor; every size may be dynamic):
 
-- :class:`RawOutputs`: per level, cls logits [N, C, H_l, W_l] then distribution logits [N, 4*(reg_max+1), H_l, W_l]
-  (mmdetection's layout, exactly ``Detector.raw_outputs``).
-- :class:`DecodedOutputs`: ``scores`` [N, P, C] class probabilities and ``boxes`` [N, P, 4] xyxy input pixels,
-  one row per prior (P = sum_l H_l * W_l), not clipped, no threshold.
+- :class:`RawOutputs`: per level, cls logits [N, A*C, H_l, W_l] then regression outputs [N, A*R, H_l, W_l] (GFL:
+  R = 4*(reg_max+1) distribution logits; mmdetection's layout, exactly ``Detector.raw_outputs``).
+- :class:`DecodedOutputs`: ``scores`` [N, P, C] ranking scores (class probabilities, times the quality branch's
+  where the head has one) and ``boxes`` [N, P, 4] xyxy input pixels, one row per prior (P = sum_l H_l * W_l * A,
+  A anchors per location), not clipped, no threshold.
 - :class:`Detections`: one image ([1, 3, H, W]); the head's post-processing (per-level score threshold + top-k,
   decode, clip to the input, min size, class-aware NMS, best ``max_per_img``) -> ``boxes`` [K, 4] xyxy input px,
   ``scores`` [K], ``labels`` [K] int64, best first.
 
-Priors are rebuilt from the traced feature-map shapes (not the head's cache, whose sizes are Python ints), so the
-graph stays valid for any input size; they follow :mod:`gfldet.models.priors` (centre of cell (x, y) at
-(x * stride, y * stride)).
+Every view works for every DenseHead: scores and boxes come from the same head hooks as ``head.predict``
+(``flat_outputs`` and ``decode_rows``), so a quality branch (ATSS / FCOS) and anchor deltas (RetinaNet) are
+exported as predicted. Priors are rebuilt from the traced feature-map shapes (not the head's cache, whose sizes are
+Python ints), so the graph stays valid for any input size; they follow :mod:`gfldet.models.priors` (centre of cell
+(x, y) at (x * stride, y * stride)), and the head derives any anchor from centre, stride and prior index.
 """
 from __future__ import annotations
 
@@ -23,8 +26,6 @@ import torch
 from torch import nn
 from torchvision.ops import batched_nms
 
-from gfldet.box_coding import distance2bbox
-from gfldet.models.heads.dense_head import flatten_levels
 
 __all__ = ["RawOutputs", "DecodedOutputs", "Detections", "VIEWS", "output_names"]
 
@@ -39,8 +40,16 @@ def level_centers(feat: torch.Tensor, stride: int) -> torch.Tensor:
     return torch.stack([index % width, index // width], dim=1).to(feat.dtype) * stride
 
 
+def level_priors(feat: torch.Tensor, stride: int, num_anchors: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centres [H_l * W_l * A, 2] px and strides [H_l * W_l * A] of a level's priors, order (y, x, anchor)."""
+    centers = level_centers(feat, stride)
+    if num_anchors > 1:
+        centers = centers.repeat_interleave(num_anchors, dim=0)
+    return centers, torch.full_like(centers[:, 0], stride)
+
+
 class RawOutputs(nn.Module):
-    """``images`` -> (cls logits of each level..., distribution logits of each level...)."""
+    """``images`` -> (cls logits of each level..., regression outputs of each level...)."""
 
     def __init__(self, detector: nn.Module) -> None:
         super().__init__()
@@ -52,21 +61,25 @@ class RawOutputs(nn.Module):
 
 
 class DecodedOutputs(RawOutputs):
-    """``images`` -> (scores [N, P, C] probabilities, boxes [N, P, 4] xyxy input px) for every prior."""
+    """``images`` -> (scores [N, P, C] ranking scores, boxes [N, P, 4] xyxy input px) for every prior.
+
+    Scores and boxes come from the head's own hooks (``flat_outputs``: class probabilities, times a quality branch
+    where there is one; ``decode_rows``: distances or anchor deltas), as in ``head.predict``.
+    """
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         head = self.detector.head
         cls_scores, bbox_preds = self.detector.raw_outputs(images)
+        scores, reg = head.flat_outputs(cls_scores, bbox_preds)  # [N, P, C], [N, P, R]
         centers, strides = self._priors(cls_scores)
-        scores = head.class_probabilities(flatten_levels(cls_scores))
-        distances = head.decode_distances(flatten_levels(bbox_preds)) * strides[:, None]
-        return scores, distance2bbox(centers, distances)
+        prior_idx = torch.arange(strides.shape[0], device=strides.device)
+        return scores, head.decode_rows(reg, centers, strides, prior_idx)
 
     def _priors(self, maps: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Centres [P, 2] input px and strides [P] of all levels, in flattened prior order."""
-        strides = self.detector.head.prior_generator.strides
-        centers = [level_centers(m, s) for m, s in zip(maps, strides)]
-        return torch.cat(centers), torch.cat([torch.full_like(c[:, 0], s) for c, s in zip(centers, strides)])
+        """Centres [P, 2] input px and strides [P] of all levels, in flattened prior order (level, y, x, anchor)."""
+        head = self.detector.head
+        per_level = [level_priors(m, s, head.num_anchors) for m, s in zip(maps, head.prior_generator.strides)]
+        return torch.cat([c for c, _ in per_level]), torch.cat([s for _, s in per_level])
 
 
 class Detections(DecodedOutputs):
@@ -83,11 +96,10 @@ class Detections(DecodedOutputs):
         cls_scores, bbox_preds = self.detector.raw_outputs(images)
         boxes, scores, labels = [], [], []
         for cls_map, reg_map, stride in zip(cls_scores, bbox_preds, head.prior_generator.strides):
-            level_scores = head.class_probabilities(flatten_levels([cls_map]))[0]  # [P_l, C]
-            prior, label, score = self._candidates(level_scores, nms_pre=cfg.nms_pre, score_thr=cfg.score_thr)
-            reg = flatten_levels([reg_map])[0][prior]
-            distances = head.decode_distances(reg) * stride
-            boxes.append(distance2bbox(level_centers(cls_map, stride)[prior], distances))
+            level_scores, level_reg = head.flat_outputs([cls_map], [reg_map])  # [1, P_l, C], [1, P_l, R]
+            prior, label, score = self._candidates(level_scores[0], nms_pre=cfg.nms_pre, score_thr=cfg.score_thr)
+            centers, strides = level_priors(cls_map, stride, head.num_anchors)
+            boxes.append(head.decode_rows(level_reg[0][prior], centers[prior], strides[prior], prior))
             scores.append(score)
             labels.append(label)
         boxes, scores, labels = torch.cat(boxes), torch.cat(scores), torch.cat(labels)

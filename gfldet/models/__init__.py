@@ -15,7 +15,6 @@ and ``num_classes``; head sub-sections whose value has a ``type`` are built firs
 from __future__ import annotations
 
 import copy
-import re
 from typing import Mapping
 
 from gfldet.assigners import ATSSAssigner
@@ -61,18 +60,6 @@ def _component_registry(key: str) -> Mapping | None:
     return None
 
 
-def _build(section: Config, registry: Mapping, **extra):
-    """build_from_cfg, adding the file and line to a constructor's ValueError: those of the key the message starts
-    with (constructors name the offending argument first), else the section's."""
-    try:
-        return build_from_cfg(section, registry, **extra)
-    except ConfigError:
-        raise
-    except ValueError as err:
-        key = re.match(r"\w*", str(err)).group()
-        raise ConfigError(f"{section.where(key if key in section else None)}: {err}") from None
-
-
 def build_test_cfg(cfg: Config) -> PostProcessConfig:
     """``model.test_cfg`` -> PostProcessConfig (unknown or missing keys -> ConfigError with file and line)."""
     typed = copy.deepcopy(cfg)
@@ -90,8 +77,9 @@ def build_detector(cfg: Mapping) -> Detector:
     num_classes = cfg["num_classes"]
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ConfigError(f"{cfg.where('num_classes')}: num_classes must be a positive integer, got {num_classes!r}")
-    backbone = _build(_section(cfg, "backbone"), BACKBONES)
-    neck = _build(_section(cfg, "neck"), NECKS, in_channels=backbone.out_channels, in_strides=backbone.strides)
+    backbone = build_from_cfg(_section(cfg, "backbone"), BACKBONES)
+    neck = build_from_cfg(_section(cfg, "neck"), NECKS, in_channels=backbone.out_channels,
+                          in_strides=backbone.strides)
     if len(set(neck.out_channels)) != 1:
         raise ConfigError(f"{cfg.where('neck')}: the head needs equal channels on every level, "
                           f"got {neck.out_channels}")
@@ -100,8 +88,8 @@ def build_detector(cfg: Mapping) -> Detector:
     for key in list(head_cfg):
         registry = _component_registry(key)
         if registry is not None:
-            components[key] = _build(_section(head_cfg, key), registry)
+            components[key] = build_from_cfg(_section(head_cfg, key), registry)
             del head_cfg[key]
-    head = _build(head_cfg, HEADS, num_classes=num_classes, in_channels=neck.out_channels[0], strides=neck.strides,
-                  test_cfg=build_test_cfg(_section(cfg, "test_cfg")), **components)
+    head = build_from_cfg(head_cfg, HEADS, num_classes=num_classes, in_channels=neck.out_channels[0],
+                          strides=neck.strides, test_cfg=build_test_cfg(_section(cfg, "test_cfg")), **components)
     return Detector(backbone=backbone, neck=neck, head=head)

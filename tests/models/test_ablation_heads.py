@@ -97,20 +97,32 @@ def test_every_box_representation_trains_a_step(box, extra):
     assert torch.isfinite(total) and head.reg_pred.weight.grad.abs().sum() > 0
 
 
-def test_gfl_option_set_equals_gfl_head():
+def ground_truth_one_empty_image():
+    """Image 0 has two GTs, image 1 none: mmdetection 3.3 counts one positive for image 1 in the QFL normaliser."""
+    boxes, labels = ground_truth()
+    return [boxes[0], torch.zeros(0, 4)], [labels[0], torch.zeros(0, dtype=torch.long)]
+
+
+@pytest.mark.parametrize("gt", [ground_truth, ground_truth_one_empty_image], ids=["both_images", "one_empty"])
+def test_gfl_option_set_equals_gfl_head(gt):
     ours = make_head("joint_qfl", box="general_dfl", weighting="cls_score")
     perturb(ours)
     gfl = GFLHead(**TOWER, reg_max=16, dfl_target_eps=0.1, assigner=ATSSAssigner(topk=9),
                   loss_cls=QualityFocalLoss(beta=2.0, loss_weight=1.0), loss_bbox=GIoULoss(loss_weight=2.0),
                   loss_dfl=DistributionFocalLoss(loss_weight=0.25))
     gfl.load_state_dict(ours.state_dict())  # same parameter names: strict
-    boxes, labels = ground_truth()
+    boxes, labels = gt()
     feats = features()
     ours_out, gfl_out = ours(feats), gfl(feats)
     ours_losses = ours.loss(*ours_out, boxes, labels, IMAGE_SIZES)
     gfl_losses = gfl.loss(*gfl_out, boxes, labels, IMAGE_SIZES)
+    assert set(ours_losses) == set(gfl_losses) == {"loss_cls", "loss_bbox", "loss_dfl"}
     for key in gfl_losses:
         torch.testing.assert_close(ours_losses[key], gfl_losses[key], rtol=1e-6, atol=1e-7)
+    sum(ours_losses.values()).backward()
+    sum(gfl_losses.values()).backward()
+    for (name, a), b in zip(ours.named_parameters(), gfl.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-8, msg=name)
     ours.eval(), gfl.eval()
     a = ours.predict(*ours_out, IMAGE_SIZES, [(1.0, 1.0)] * 2)
     b = gfl.predict(*gfl_out, IMAGE_SIZES, [(1.0, 1.0)] * 2)

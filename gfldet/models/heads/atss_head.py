@@ -7,18 +7,11 @@ stride units (the "Dirac" representation of the paper's Table 2(a)).
 """
 from __future__ import annotations
 
-from torch import Tensor
-
-from gfldet.assigners import AssignResult
 from gfldet.models.heads.variant_head import VariantHead
-from gfldet.models.priors import Priors
 
 __all__ = ["ATSSHead"]
 
 
 class ATSSHead(VariantHead):
-    """VariantHead whose ``assigner`` is an ATSSAssigner over the priors' anchors (``octave_base_scale`` x stride)."""
-
-    def assign(self, priors: Priors, gt_boxes: Tensor, gt_valid: Tensor, prior_valid: Tensor) -> AssignResult:
-        return self.assigner.assign(priors.anchors_px, priors.num_per_level, gt_boxes, gt_valid, prior_valid,
-                                    level_grids=priors.level_grids)
+    """VariantHead whose ``assigner`` is an ATSSAssigner over the priors' anchors (``octave_base_scale`` x stride),
+    called by DenseHead's default ``assign``."""

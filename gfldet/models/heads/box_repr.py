@@ -17,7 +17,23 @@ from gfldet.box_coding import integral_bins, integral_distance
 from gfldet.losses import DistributionFocalLoss
 from gfldet.losses.gaussian import GaussianNLLLoss
 
-__all__ = ["BoxRepresentation", "DiracBox", "GaussianBox", "GeneralBox", "LogBox", "BOX_REPRESENTATIONS"]
+__all__ = ["BoxRepresentation", "DiracBox", "GaussianBox", "GeneralBox", "LogBox", "BOX_REPRESENTATIONS",
+           "per_side", "side_weighted_dfl"]
+
+
+def per_side(weight: Tensor, avg_factor: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-positive weights [M] and box normaliser -> per-side weights [M, 4] and 4 x the normaliser (a loss summed
+    over the 4 sides of each positive, as GFL's DFL)."""
+    return weight[:, None].expand(-1, 4), 4 * avg_factor
+
+
+def side_weighted_dfl(loss_dfl: nn.Module, reg: Tensor, target_bins: Tensor, weight: Tensor,
+                      avg_factor: Tensor) -> Tensor:
+    """DFL of the positives' distribution logits reg [M, 4*(n+1)] against target_bins [M, 4] (bin units, in
+    [0, n)), each side weighted by its positive's weight [M], normalised by 4 x avg_factor (mmdetection 3.3)."""
+    side_weight, side_avg = per_side(weight, avg_factor)
+    return loss_dfl(reg.reshape(-1, reg.shape[-1] // 4), target_bins.reshape(-1), weight=side_weight.reshape(-1),
+                    avg_factor=side_avg)
 
 
 class BoxRepresentation(nn.Module):
@@ -55,8 +71,8 @@ class GaussianBox(BoxRepresentation):
         return reg[..., :4].relu()
 
     def loss(self, reg: Tensor, target_ltrb: Tensor, weight: Tensor, avg_factor: Tensor) -> dict[str, Tensor]:
-        nll = self.loss_nll(self.decode(reg), reg[..., 4:], target_ltrb, weight=weight[:, None],
-                            avg_factor=4 * avg_factor)
+        side_weight, side_avg = per_side(weight, avg_factor)
+        nll = self.loss_nll(self.decode(reg), reg[..., 4:], target_ltrb, weight=side_weight, avg_factor=side_avg)
         return {"loss_gaussian": nll}
 
 
@@ -85,10 +101,7 @@ class GeneralBox(BoxRepresentation):
     def loss(self, reg: Tensor, target_ltrb: Tensor, weight: Tensor, avg_factor: Tensor) -> dict[str, Tensor]:
         if self.loss_dfl is None:
             return {}
-        side_weight = weight[:, None].expand(-1, 4).reshape(-1)
-        dfl = self.loss_dfl(reg.reshape(-1, self.reg_max + 1), self.dfl_targets(target_ltrb).reshape(-1),
-                            weight=side_weight, avg_factor=4 * avg_factor)
-        return {"loss_dfl": dfl}
+        return {"loss_dfl": side_weighted_dfl(self.loss_dfl, reg, self.dfl_targets(target_ltrb), weight, avg_factor)}
 
 
 class LogBox(BoxRepresentation):

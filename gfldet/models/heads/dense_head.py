@@ -1,8 +1,17 @@
-"""Shared base of dense one-stage heads (GFL, and the ATSS / FCOS / RetinaNet-style variants built on it).
+"""Shared base of dense one-stage heads (GFL, and the ATSS / FCOS / FoveaBox / RetinaNet-style heads built on it).
 
 A dense head runs two conv towers (cls, reg) on every pyramid level, a 3x3 prediction conv on each, and multiplies
-the regression output by a learnable per-level scalar. It owns the priors of the pyramid and the inference path.
-Subclasses choose the regression representation (``reg_channels`` and ``decode_distances``) and write ``loss``.
+the regression output by a learnable per-level scalar. It owns the priors of the pyramid, the target building of
+training (``build_targets``, see ``targets.py``) and the inference path.
+
+Hooks of a subclass (every consumer -- ``predict``, the losses, ``gfldet.export`` -- goes through them):
+- ``reg_channels`` / ``num_anchors``: output channels per prior and priors per location;
+- ``regression_output``: a level's regression output (a branch on the regression tower appends channels here);
+- ``class_probabilities(cls_logits, reg)``: ranking scores (e.g. x a quality branch's sigmoid);
+- ``decode_rows(reg, centers_px, strides, prior_idx)``: boxes in pixels; the default decodes ltrb distances from
+  ``decode_distances`` (stride units), an anchor-delta head overrides it;
+- ``assign``: the assignment of priors to GTs (default: an ATSS-like assigner on the anchors);
+- ``loss``: the losses, from ``build_targets`` and ``flat_logits``.
 """
 from __future__ import annotations
 
@@ -11,28 +20,22 @@ from collections import OrderedDict
 from typing import Sequence
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
+from gfldet.assigners import AssignResult, pad_gt_boxes
 from gfldet.box_coding import distance2bbox
 from gfldet.models.heads.postprocess import PostProcessConfig, postprocess
+from gfldet.models.heads.targets import DenseTargets, mean_over_processes
 from gfldet.models.priors import PriorGenerator, Priors
 
 __all__ = ["DenseHead", "flatten_levels", "mean_over_processes"]
 
 
-def flatten_levels(maps: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Per-level maps [N, K, H_l, W_l] -> [N, P, K], P = sum_l H_l * W_l, in prior order (level, y, x)."""
-    return torch.cat([m.permute(0, 2, 3, 1).reshape(m.shape[0], -1, m.shape[1]) for m in maps], dim=1)
-
-
-def mean_over_processes(value: torch.Tensor) -> torch.Tensor:
-    """The mean of ``value`` over all processes when torch.distributed is initialised, else ``value``."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return value
-    value = value.clone() / dist.get_world_size()
-    dist.all_reduce(value)
-    return value
+def flatten_levels(maps: Sequence[torch.Tensor], num_anchors: int = 1) -> torch.Tensor:
+    """Per-level maps [N, A*K, H_l, W_l] (anchor-major channels) -> [N, P, K], P = sum_l H_l * W_l * A, in prior
+    order (level, y, x, anchor)."""
+    return torch.cat([m.permute(0, 2, 3, 1).reshape(m.shape[0], -1, m.shape[1] // num_anchors) for m in maps],
+                     dim=1)
 
 
 def _tower(in_channels: int, feat_channels: int, num_convs: int, norm_groups: int) -> nn.ModuleList:
@@ -51,9 +54,10 @@ def _tower(in_channels: int, feat_channels: int, num_convs: int, norm_groups: in
 class DenseHead(nn.Module):
     """Towers + prediction convs + per-level scales, priors, flattening, decoding and post-processing.
 
-    Layout of the outputs (mmdetection's): per level, cls logits [N, num_classes, H_l, W_l] and regression outputs
-    [N, reg_channels, H_l, W_l]. Init: every conv normal(0, init_std) with zero bias, the cls bias set so that the
-    initial sigmoid score is ``prior_prob``; scales start at 1.
+    Layout of the outputs (mmdetection's): per level, cls logits [N, A*num_classes, H_l, W_l] and regression
+    outputs [N, A*reg_channels, H_l, W_l] (A = ``num_anchors``, anchor-major channels). Init: every conv
+    normal(0, init_std) with zero bias, the cls bias set so that the initial sigmoid score is ``prior_prob``; scales
+    start at 1. Subclasses set ``self.assigner`` (used by ``assign``) and ``self.loss_cls`` (``classification_loss``).
     """
 
     def __init__(self, *, num_classes: int, in_channels: int, strides: Sequence[int], feat_channels: int,
@@ -87,19 +91,29 @@ class DenseHead(nn.Module):
         a head with an extra branch on the regression tower appends its channels here."""
         return (self.reg_pred(reg_feat) * scale).float()
 
-    def flat_outputs(self, cls_scores: Sequence[torch.Tensor],
-                     bbox_preds: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-level outputs -> ranking scores [N, P, C] and regression rows [N, P, R] (float32 also under
-        autocast), P in prior order."""
-        return self.class_probabilities(flatten_levels(cls_scores).float()), flatten_levels(bbox_preds).float()
+    def class_probabilities(self, cls_logits: torch.Tensor, reg: torch.Tensor) -> torch.Tensor:
+        """Flattened cls logits [N, P, C] and regression rows [N, P, R] -> ranking scores [N, P, C] in [0, 1] used
+        at inference (default: sigmoid of the logits)."""
+        return cls_logits.sigmoid()
 
     def decode_distances(self, reg: torch.Tensor) -> torch.Tensor:
-        """Regression outputs [..., reg_channels] -> ltrb distances [..., 4] in stride units."""
+        """Regression rows [..., R] -> ltrb distances [..., 4] in stride units (default: the rows themselves)."""
         return reg
 
-    def class_probabilities(self, cls_logits: torch.Tensor) -> torch.Tensor:
-        """Flattened cls logits [N, P, C] -> ranking scores [N, P, C] used at inference."""
-        return cls_logits.sigmoid()
+    def decode_rows(self, reg: torch.Tensor, centers_px: torch.Tensor, strides: torch.Tensor,
+                    prior_idx: torch.Tensor) -> torch.Tensor:
+        """Regression rows [..., R] of priors with centres [..., 2] (x, y) px, strides [...] px and flattened
+        indices ``prior_idx`` [...] (any index with the right remainder modulo ``num_anchors``, e.g. the index within
+        a level) -> boxes [..., 4] xyxy px, not clipped. Leading dimensions broadcast."""
+        return distance2bbox(centers_px, self.decode_distances(reg) * strides[..., None])
+
+    def assign(self, priors: Priors, gt_boxes: torch.Tensor, gt_valid: torch.Tensor,
+               prior_valid: torch.Tensor) -> AssignResult:
+        """Assign priors to padded GTs (gt_boxes [N, G, 4] xyxy px, gt_valid [N, G], prior_valid [N, P]).
+
+        Default: ``self.assigner.assign(anchors_px, num_per_level, ..., level_grids=...)`` (ATSSAssigner)."""
+        return self.assigner.assign(priors.anchors_px, priors.num_per_level, gt_boxes, gt_valid, prior_valid,
+                                    level_grids=priors.level_grids)
 
     # -- layers ---------------------------------------------------------------------------------------------------
     def _init_weights(self, *, init_std: float, prior_prob: float) -> None:
@@ -138,14 +152,59 @@ class DenseHead(nn.Module):
         """Priors matching per-level output maps [N, K, H_l, W_l] (cached per sizes/device)."""
         return self.prior_generator([m.shape[-2:] for m in maps], device=maps[0].device)
 
+    def flat_logits(self, cls_scores: Sequence[torch.Tensor],
+                    bbox_preds: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-level outputs -> cls logits [N, P, C] and regression rows [N, P, R], float32 (also under autocast),
+        P in prior order (level, y, x, anchor)."""
+        return (flatten_levels(cls_scores, self.num_anchors).float(),
+                flatten_levels(bbox_preds, self.num_anchors).float())
+
+    def flat_outputs(self, cls_scores: Sequence[torch.Tensor],
+                     bbox_preds: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-level outputs -> ranking scores [N, P, C] (``class_probabilities``) and regression rows [N, P, R]."""
+        cls_logits, reg = self.flat_logits(cls_scores, bbox_preds)
+        return self.class_probabilities(cls_logits, reg), reg
+
     def decode_boxes(self, reg: torch.Tensor, priors: Priors, prior_idx: torch.Tensor,
                      max_shape: torch.Tensor | None = None) -> torch.Tensor:
-        """Regression outputs [K, reg_channels] of priors ``prior_idx`` [K] -> boxes [K, 4] xyxy px.
+        """Regression rows [K, R] of priors ``prior_idx`` [K] -> boxes [K, 4] xyxy px (``decode_rows``).
 
-        max_shape: optional [K, 2] (h, w) to clip to.
+        max_shape: optional [K, 2] (h, w) px to clip to.
         """
-        stride = priors.strides[prior_idx][:, None]
-        return distance2bbox(priors.centers_px[prior_idx], self.decode_distances(reg) * stride, max_shape)
+        boxes = self.decode_rows(reg, priors.centers_px[prior_idx], priors.strides[prior_idx], prior_idx)
+        if max_shape is None:
+            return boxes
+        limit = max_shape.flip(-1).repeat(1, 2).to(boxes.dtype)  # (w, h, w, h)
+        return boxes.clamp(min=0).minimum(limit)
+
+    # -- training -------------------------------------------------------------------------------------------------
+    def build_targets(self, cls_scores: Sequence[torch.Tensor], gt_boxes: Sequence[torch.Tensor],
+                      gt_labels: Sequence[torch.Tensor], image_sizes: Sequence[tuple[int, int]]) -> DenseTargets:
+        """Assign the priors of per-level outputs [N, A*C, H_l, W_l] to the GTs -> DenseTargets.
+
+        gt_boxes: per image [G_i, 4] xyxy px (resized image); gt_labels: per image [G_i] int64 in 0..C-1;
+        image_sizes: (h, w) px of each resized image before batch padding (priors outside it are invalid).
+        """
+        self.check_batch(cls_scores, gt_boxes=gt_boxes, gt_labels=gt_labels, image_sizes=image_sizes)
+        priors = self.priors_for(cls_scores)
+        prior_valid = self.prior_generator.valid_flags(priors, image_sizes, pad_size_divisor=self.pad_size_divisor)
+        boxes, labels, gt_valid = pad_gt_boxes(list(gt_boxes), list(gt_labels))
+        assignment = self.assign(priors, boxes, gt_valid, prior_valid)
+        return DenseTargets.build(priors, prior_valid, assignment, boxes, labels, self.num_classes)
+
+    def classification_loss(self, cls_logits: torch.Tensor, targets: DenseTargets,
+                            soft_targets: torch.Tensor | None = None,
+                            weight: torch.Tensor | None = None) -> torch.Tensor:
+        """``self.loss_cls`` over the priors, normalised by ``targets.num_pos``.
+
+        cls_logits: [N, P, C]; soft_targets: optional [N, P] score of each prior's labelled class
+        (``targets.scatter``), for QFL-like losses; weight: [N, P] per prior (default: ``targets.prior_valid``).
+        """
+        weight = targets.prior_valid if weight is None else weight
+        inputs = [cls_logits.reshape(-1, self.num_classes), targets.labels.reshape(-1)]
+        if soft_targets is not None:
+            inputs.append(soft_targets.reshape(-1))
+        return self.loss_cls(*inputs, weight=weight.reshape(-1).to(cls_logits.dtype), avg_factor=targets.num_pos)
 
     # -- inference ------------------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -4,7 +4,8 @@ Points (prior centres) are positive inside a GT's fovea on the levels whose scal
 boxes use FoveaBox's log coding (``box_repr: {type: log, base_edge: 2, ...}``) trained by its smooth-L1 only
 (no ``loss_bbox``), every positive weighted 1 (``bbox_weighting: uniform``). With ``quality: {type: joint_qfl}`` the
 class target of a positive is the IoU of its decoded box. Prior centres are at x * stride (mmdetection's FoveaBox:
-at the cell centre); the class loss is normalised by max(num_pos, 1) (mmdetection: num_pos + num_images).
+at the cell centre); the class loss is normalised by sum_i max(num_pos_i, 1) over the images, as every dense head
+(mmdetection's FoveaBox: num_pos + num_images).
 """
 from __future__ import annotations
 

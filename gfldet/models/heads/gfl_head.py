@@ -11,11 +11,11 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from gfldet.assigners import AssignResult, pad_gt_boxes
-from gfldet.box_coding import aligned_box_iou, bbox2distance, distance2bbox, integral_bins, integral_distance
-from gfldet.models.heads.dense_head import DenseHead, flatten_levels, mean_over_processes
+from gfldet.box_coding import aligned_box_iou, distance2bbox, integral_bins, integral_distance
+from gfldet.models.heads.box_repr import side_weighted_dfl
+from gfldet.models.heads.dense_head import DenseHead
 from gfldet.models.heads.postprocess import PostProcessConfig
-from gfldet.models.priors import Priors
+from gfldet.models.heads.targets import max_class_score, weight_normaliser
 
 __all__ = ["GFLHead"]
 
@@ -25,7 +25,8 @@ class GFLHead(DenseHead):
 
     reg_max: distances are distributions over bins {0..reg_max} (stride units); dfl_target_eps: DFL targets are
     clamped to [0, reg_max - dfl_target_eps] (0.1 in mmdetection 3.3 and GFocal). ``assigner`` must offer
-    ``assign(anchors_px, num_per_level, gt_boxes, gt_valid, prior_valid, *, level_grids) -> AssignResult`` (e.g. ATSSAssigner);
+    ``assign(anchors_px, num_per_level, gt_boxes, gt_valid, prior_valid, *, level_grids) -> AssignResult``
+    (e.g. ATSSAssigner; DenseHead.assign);
     ``loss_cls`` is QualityFocalLoss-like, ``loss_bbox`` GIoULoss-like, ``loss_dfl`` DistributionFocalLoss-like
     (each ``forward(..., weight, avg_factor)``). See DenseHead for the tower arguments.
     """
@@ -60,42 +61,19 @@ class GFLHead(DenseHead):
         cls_scores / bbox_preds: per level [N, C, H_l, W_l] / [N, 4*(reg_max+1), H_l, W_l] (``forward``'s output);
         gt_boxes: per image [G_i, 4] xyxy px in resized-image coordinates; gt_labels: per image [G_i] int64 in
         0..C-1; image_sizes: (h, w) of each resized image before batch padding.
-        Returns {'loss_cls', 'loss_bbox', 'loss_dfl'} scalars (each the sum over levels that mmdetection reports).
+        Returns {'loss_cls', 'loss_bbox', 'loss_dfl'} scalars (each the sum over levels that mmdetection reports):
+        QFL over valid priors (soft target: IoU of the detached decoded box on positives, else 0), GIoU and DFL over
+        positives weighted by their max class score.
         """
-        self.check_batch(cls_scores, gt_boxes=gt_boxes, gt_labels=gt_labels, image_sizes=image_sizes)
-        priors = self.priors_for(cls_scores)
-        cls_logits = flatten_levels(cls_scores).float()  # [N, P, C] (float32 also under autocast)
-        reg_logits = flatten_levels(bbox_preds)  # [N, P, 4(n+1)]
-        prior_valid = self.prior_generator.valid_flags(priors, image_sizes, pad_size_divisor=self.pad_size_divisor)
-        boxes, labels, gt_valid = pad_gt_boxes(list(gt_boxes), list(gt_labels))
-        assignment = self.assigner.assign(priors.anchors_px, priors.num_per_level, boxes, gt_valid, prior_valid,
-                                          level_grids=priors.level_grids)
-        return self._losses(cls_logits, reg_logits, priors, prior_valid, assignment, boxes, labels)
-
-    def _losses(self, cls_logits: torch.Tensor, reg_logits: torch.Tensor, priors: Priors, prior_valid: torch.Tensor,
-                assignment: AssignResult, boxes: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """QFL over valid priors, GIoU and DFL over positives, from flattened outputs [N, P, .] and an assignment
-        of padded GTs (boxes [N, G, 4] xyxy px, labels [N, G])."""
-        target_labels = assignment.gather(labels, fill=self.num_classes)  # [N, P], C = background
-        pos_img, pos_prior = assignment.positive.nonzero(as_tuple=True)
-        stride = priors.strides[pos_prior][:, None]
-        centers = priors.centers_px[pos_prior] / stride  # [M, 2] stride units
-        target_boxes = assignment.gather(boxes, fill=0)[pos_img, pos_prior] / stride  # [M, 4] xyxy stride units
-        pos_reg = reg_logits[pos_img, pos_prior]  # [M, 4(n+1)]
-        pred_boxes = distance2bbox(centers, self.decode_distances(pos_reg))  # [M, 4] xyxy stride units
-        pos_weight = cls_logits[pos_img, pos_prior].detach().sigmoid().max(dim=1).values  # [M]
-        quality = torch.zeros_like(prior_valid, dtype=cls_logits.dtype)  # QFL target: IoU on positives, else 0
-        quality[pos_img, pos_prior] = aligned_box_iou(pred_boxes.detach(), target_boxes)
-
-        # mmdetection 3.3 counts at least one positive per image (SamplingResult.num_pos = max(num_pos, 1))
-        pos_per_image = assignment.positive.sum(dim=1).clamp(min=1)
-        num_pos = mean_over_processes(pos_per_image.sum().to(cls_logits.dtype)).clamp(min=1)
-        loss_cls = self.loss_cls(cls_logits.reshape(-1, self.num_classes), target_labels.reshape(-1),
-                                 quality.reshape(-1), weight=prior_valid.reshape(-1).to(cls_logits.dtype),
-                                 avg_factor=num_pos)
-        weight_sum = mean_over_processes(pos_weight.sum()).clamp(min=1)
-        loss_bbox = self.loss_bbox(pred_boxes, target_boxes, weight=pos_weight, avg_factor=weight_sum)
-        target_ltrb = bbox2distance(centers, target_boxes, self.reg_max, self.dfl_target_eps)
-        loss_dfl = self.loss_dfl(pos_reg.reshape(-1, self.reg_max + 1), target_ltrb.reshape(-1),
-                                 weight=pos_weight[:, None].expand(-1, 4).reshape(-1), avg_factor=4 * weight_sum)
+        targets = self.build_targets(cls_scores, gt_boxes, gt_labels, image_sizes)
+        cls_logits, reg_logits = self.flat_logits(cls_scores, bbox_preds)  # [N, P, C], [N, P, 4(n+1)]
+        pos_reg = targets.positives(reg_logits)  # [M, 4(n+1)]
+        pred_boxes = distance2bbox(targets.centers, self.decode_distances(pos_reg))  # [M, 4] xyxy stride units
+        quality = targets.scatter(aligned_box_iou(pred_boxes.detach(), targets.target_boxes))
+        loss_cls = self.classification_loss(cls_logits, targets, quality)
+        pos_weight = max_class_score(targets.positives(cls_logits))  # [M]
+        weight_sum = weight_normaliser(pos_weight)
+        loss_bbox = self.loss_bbox(pred_boxes, targets.target_boxes, weight=pos_weight, avg_factor=weight_sum)
+        target_bins = targets.target_ltrb.clamp(min=0, max=self.reg_max - self.dfl_target_eps)
+        loss_dfl = side_weighted_dfl(self.loss_dfl, pos_reg, target_bins, pos_weight, weight_sum)
         return {"loss_cls": loss_cls, "loss_bbox": loss_bbox, "loss_dfl": loss_dfl}

@@ -4,7 +4,7 @@
 ``scales_per_octave x len(ratios)`` anchors per location (RetinaNet: 3 x 3 = 9) of sizes
 ``octave_base_scale * 2^(i / scales_per_octave) * stride`` and height/width ratio r (h = size * sqrt(r),
 w = size / sqrt(r)), centred on the prior centre; max-IoU assignment (0.5 / 0.4); anchor deltas (dx, dy, dw, dh)
-with torchvision's ``BoxCoder`` and an L1 loss on them, normalised by the number of positives.
+with torchvision's ``BoxCoder`` and an L1 loss on them, normalised by sum_i max(num_pos_i, 1) (mmdetection 3.3).
 
 Output layout (mmdetection's): per level cls logits [N, A*C, H, W] and deltas [N, A*4, H, W], anchor-major channels;
 flattened, prior order is (level, y, x, anchor) with anchors ratio-major. Unlike mmdetection's RetinaHead the shared
@@ -20,11 +20,11 @@ import torch
 from torch import Tensor, nn
 from torchvision.models.detection._utils import BoxCoder
 
-from gfldet.assigners import pad_gt_boxes
+from gfldet.assigners import AssignResult
 from gfldet.assigners.max_iou import IGNORED
 from gfldet.box_coding import aligned_box_iou
 from gfldet.config import build_from_cfg
-from gfldet.models.heads.dense_head import DenseHead, flatten_levels, mean_over_processes
+from gfldet.models.heads.dense_head import DenseHead
 from gfldet.models.heads.postprocess import PostProcessConfig
 from gfldet.models.heads.quality import QUALITY_OPTIONS, Quality
 from gfldet.models.priors import Priors
@@ -69,61 +69,49 @@ class RetinaHead(DenseHead):
     def num_anchors(self) -> int:
         return self._num_anchors
 
+    def anchor_boxes(self, centers_px: Tensor, strides: Tensor, prior_idx: Tensor) -> Tensor:
+        """Anchors [..., 4] xyxy px of priors with centres [..., 2] px, strides [...] px and flattened indices
+        ``prior_idx`` [...] (anchor = index modulo A)."""
+        half = self.anchor_half_wh[prior_idx % self.num_anchors] * strides[..., None]
+        return torch.cat([centers_px - half, centers_px + half], dim=-1)
+
     def priors_for(self, maps: Sequence[Tensor]) -> Priors:
         """A anchors per location: [P * A] priors in (level, y, x, anchor) order."""
         base = super().priors_for(maps)
         a = self.num_anchors
-        half = self.anchor_half_wh[None] * base.strides[:, None, None]  # [P, A, 2]
-        centers = base.centers_px[:, None, :]
-        anchors = torch.cat([centers - half, centers + half], dim=-1).reshape(-1, 4)
-        return replace(base, centers_px=base.centers_px.repeat_interleave(a, dim=0), anchors_px=anchors,
-                       strides=base.strides.repeat_interleave(a), grid_xy=base.grid_xy.repeat_interleave(a, dim=0),
+        centers, strides = base.centers_px.repeat_interleave(a, dim=0), base.strides.repeat_interleave(a)
+        anchors = self.anchor_boxes(centers, strides, torch.arange(len(strides), device=strides.device))
+        return replace(base, centers_px=centers, anchors_px=anchors, strides=strides,
+                       grid_xy=base.grid_xy.repeat_interleave(a, dim=0),
                        num_per_level=tuple(n * a for n in base.num_per_level))
 
-    def _flatten(self, cls_scores: Sequence[Tensor], bbox_preds: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-        """-> cls logits [N, P*A, C] and deltas [N, P*A, 4], float32 (also under autocast)."""
-        cls = flatten_levels(cls_scores).float()
-        deltas = flatten_levels(bbox_preds).float()
-        return cls.reshape(cls.shape[0], -1, self.num_classes), deltas.reshape(cls.shape[0], -1, 4)
+    def assign(self, priors: Priors, gt_boxes: Tensor, gt_valid: Tensor, prior_valid: Tensor) -> AssignResult:
+        """Max-IoU assignment of the anchors (gt_index IGNORED between the two IoU thresholds)."""
+        return self.assigner.assign(priors.anchors_px, gt_boxes, gt_valid, prior_valid)
 
-    def decode_boxes(self, reg: Tensor, priors: Priors, prior_idx: Tensor,
-                     max_shape: Tensor | None = None) -> Tensor:
-        """Deltas [K, 4] of anchors ``prior_idx`` [K] -> boxes [K, 4] xyxy px, clipped to max_shape [K, 2] (h, w)."""
-        boxes = self.coder.decode_single(reg, priors.anchors_px[prior_idx])
-        if max_shape is None:
-            return boxes
-        limit = max_shape.flip(-1).repeat(1, 2).to(boxes.dtype)  # (w, h, w, h)
-        return boxes.clamp(min=0).minimum(limit)
+    def decode_distances(self, reg: Tensor) -> Tensor:
+        raise NotImplementedError("RetinaHead regresses anchor deltas, not distances: use decode_rows")
+
+    def decode_rows(self, reg: Tensor, centers_px: Tensor, strides: Tensor, prior_idx: Tensor) -> Tensor:
+        """Deltas [..., 4] of the anchors of priors (centres [..., 2] px, strides [...], indices [...]) -> boxes
+        [..., 4] xyxy px, not clipped."""
+        anchors = self.anchor_boxes(centers_px, strides, prior_idx).expand_as(reg)
+        return self.coder.decode_single(reg.reshape(-1, 4), anchors.reshape(-1, 4)).reshape(reg.shape)
 
     def loss(self, cls_scores: Sequence[Tensor], bbox_preds: Sequence[Tensor], gt_boxes: Sequence[Tensor],
              gt_labels: Sequence[Tensor], image_sizes: Sequence[tuple[int, int]]) -> dict[str, Tensor]:
         """Training losses (same arguments as GFLHead.loss) -> {'loss_cls', 'loss_bbox'}; ignored anchors
-        (IoU between the two thresholds) are left out of the class loss."""
-        self.check_batch(cls_scores, gt_boxes=gt_boxes, gt_labels=gt_labels, image_sizes=image_sizes)
-        priors = self.priors_for(cls_scores)
-        cls_logits, deltas = self._flatten(cls_scores, bbox_preds)
-        prior_valid = self.prior_generator.valid_flags(priors, image_sizes, pad_size_divisor=self.pad_size_divisor)
-        boxes, labels, gt_valid = pad_gt_boxes(list(gt_boxes), list(gt_labels))
-        assignment = self.assigner.assign(priors.anchors_px, boxes, gt_valid, prior_valid)
-        target_labels = assignment.gather(labels, fill=self.num_classes)
-        pos_img, pos_prior = assignment.positive.nonzero(as_tuple=True)
-        anchors = priors.anchors_px[pos_prior]
-        target_boxes = assignment.gather(boxes, fill=0)[pos_img, pos_prior]
-        pos_deltas = deltas[pos_img, pos_prior]
-
-        num_pos = mean_over_processes(torch.tensor(float(pos_img.numel()), device=cls_logits.device)).clamp(min=1)
-        weight = (prior_valid & (assignment.gt_index != IGNORED)).reshape(-1).to(cls_logits.dtype)
-        flat_logits, flat_labels = cls_logits.reshape(-1, self.num_classes), target_labels.reshape(-1)
+        (IoU between the two thresholds) are left out of the class loss; both losses are normalised by
+        ``targets.num_pos`` (sum_i max(num_pos_i, 1), mmdetection 3.3's RetinaNet)."""
+        targets = self.build_targets(cls_scores, gt_boxes, gt_labels, image_sizes)
+        cls_logits, deltas = self.flat_logits(cls_scores, bbox_preds)  # [N, P*A, C], [N, P*A, 4]
+        anchors = targets.priors.anchors_px[targets.pos_prior]  # [M, 4] xyxy px
+        pos_deltas = targets.positives(deltas)
+        weight = targets.prior_valid & (targets.assignment.gt_index != IGNORED)
+        soft = None
         if self.option.soft_cls_target:
-            scores = torch.zeros_like(prior_valid, dtype=cls_logits.dtype)
             pred_boxes = self.coder.decode_single(pos_deltas.detach(), anchors)
-            scores[pos_img, pos_prior] = aligned_box_iou(pred_boxes, target_boxes).to(scores.dtype)
-            loss_cls = self.loss_cls(flat_logits, flat_labels, scores.reshape(-1), weight=weight, avg_factor=num_pos)
-        else:
-            loss_cls = self.loss_cls(flat_logits, flat_labels, weight=weight, avg_factor=num_pos)
-        target_deltas = self.coder.encode_single(target_boxes, anchors)
-        return {"loss_cls": loss_cls, "loss_bbox": self.loss_bbox(pos_deltas, target_deltas, avg_factor=num_pos)}
-
-    def flat_outputs(self, cls_scores: Sequence[Tensor], bbox_preds: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-        cls_logits, deltas = self._flatten(cls_scores, bbox_preds)
-        return cls_logits.sigmoid(), deltas
+            soft = targets.scatter(aligned_box_iou(pred_boxes, targets.gt_boxes_px))
+        target_deltas = self.coder.encode_single(targets.gt_boxes_px, anchors)
+        return {"loss_cls": self.classification_loss(cls_logits, targets, soft, weight=weight),
+                "loss_bbox": self.loss_bbox(pos_deltas, target_deltas, avg_factor=targets.num_pos)}

@@ -9,11 +9,12 @@ Options, each a config section built with its own registry (see ``quality.py`` a
   ``cls_score`` (GFL: the max detached sigmoid class score) or ``uniform`` (1: FoveaBox);
 - the QFL ``beta`` lives in ``loss_cls`` (type qfl).
 
-Everything else is DenseHead's (towers, scales, priors, decode, post-processing) and the target building is GFL's:
-positives' boxes and centres in stride units, classification normalised by the number of positives, box losses by
-the summed weight (both averaged over processes, at least 1). With ``quality: joint_qfl``, ``box_repr: general``
-with DFL and ``bbox_weighting: cls_score`` the losses equal GFLHead's. Subclasses choose the assignment
-(``assign``): ATSSHead (anchors), FCOSHead (points, scale ranges, centre sampling), FoveaHead (foveae).
+Everything else is DenseHead's (towers, scales, priors, decode, post-processing, ``build_targets``) and shared with
+GFLHead (``targets.py``): positives' boxes and centres in stride units, classification normalised by
+sum_i max(num_pos_i, 1), box losses by the summed weight (both averaged over processes, at least 1). With
+``quality: joint_qfl``, ``box_repr: general`` with DFL (bin_width 1) and ``bbox_weighting: cls_score`` the losses
+equal GFLHead's. Subclasses choose the assignment (``assign``): ATSSHead (anchors, DenseHead's default), FCOSHead
+(points, scale ranges, centre sampling), FoveaHead (foveae).
 
 Output layout: per level cls logits [N, C, H, W] and [N, R (+1), H, W] where R = ``box_repr.channels`` and the last
 channel, present only for the ``*_branch`` options, is the quality logit (not multiplied by the level's scale).
@@ -25,14 +26,13 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from gfldet.assigners import AssignResult, pad_gt_boxes
-from gfldet.box_coding import bbox2distance, distance2bbox
+from gfldet.box_coding import distance2bbox
 from gfldet.config import build_from_cfg
 from gfldet.models.heads.box_repr import BOX_REPRESENTATIONS, BoxRepresentation
-from gfldet.models.heads.dense_head import DenseHead, flatten_levels, mean_over_processes
+from gfldet.models.heads.dense_head import DenseHead
 from gfldet.models.heads.postprocess import PostProcessConfig
 from gfldet.models.heads.quality import QUALITY_OPTIONS, Quality, centerness_target, quality_target
-from gfldet.models.priors import Priors
+from gfldet.models.heads.targets import max_class_score, weight_normaliser
 
 __all__ = ["VariantHead", "BBOX_WEIGHTINGS"]
 
@@ -45,7 +45,7 @@ def _built(value, kind: type, registry: Mapping, where: str):
 
 
 class VariantHead(DenseHead):
-    """Dense head with quality / box-representation options (module docstring); subclasses implement ``assign``.
+    """Dense head with quality / box-representation options (module docstring); subclasses choose ``assign``.
 
     quality / box_repr: config sections (mappings with ``type``) or built Quality / BoxRepresentation objects;
     loss_cls: FocalLoss (none, *_branch), SoftFocalLoss (*_guided) or QualityFocalLoss (joint_qfl); loss_bbox:
@@ -93,66 +93,35 @@ class VariantHead(DenseHead):
             return reg
         return torch.cat([reg, self.quality_pred(reg_feat).float()], dim=1)
 
-    def flat_outputs(self, cls_scores: Sequence[Tensor], bbox_preds: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-        """With a quality branch the ranking score is sigmoid(cls) x sigmoid(quality), applied before the score
-        threshold and top-k (mmdetection applies it after them)."""
-        scores, outputs = super().flat_outputs(cls_scores, bbox_preds)
-        if self.quality_pred is None:
-            return scores, outputs
-        return scores * outputs[..., -1:].sigmoid(), outputs
-
-    def assign(self, priors: Priors, gt_boxes: Tensor, gt_valid: Tensor, prior_valid: Tensor) -> AssignResult:
-        """Assign priors to GTs: gt_boxes [N, G, 4] xyxy px (padded), gt_valid [N, G], prior_valid [N, P]."""
-        raise NotImplementedError
+    def class_probabilities(self, cls_logits: Tensor, reg: Tensor) -> Tensor:
+        """Ranking scores [N, P, C]: sigmoid(cls), times sigmoid(quality logit = last row channel) with a quality
+        branch, applied before the score threshold and top-k (mmdetection applies it after them)."""
+        scores = cls_logits.sigmoid()
+        return scores if self.quality_pred is None else scores * reg[..., -1:].sigmoid()
 
     # -- training -------------------------------------------------------------------------------------------------
     def loss(self, cls_scores: Sequence[Tensor], bbox_preds: Sequence[Tensor], gt_boxes: Sequence[Tensor],
              gt_labels: Sequence[Tensor], image_sizes: Sequence[tuple[int, int]]) -> dict[str, Tensor]:
         """Training losses (same arguments as GFLHead.loss) -> {'loss_cls', 'loss_bbox' (unless loss_bbox is None)}
         plus, by option, 'loss_quality' (branch), 'loss_dfl' (general with DFL), 'loss_gaussian' or 'loss_log_box'."""
-        self.check_batch(cls_scores, gt_boxes=gt_boxes, gt_labels=gt_labels, image_sizes=image_sizes)
-        priors = self.priors_for(cls_scores)
-        cls_logits = flatten_levels(cls_scores).float()  # [N, P, C] (float32 also under autocast)
-        outputs = flatten_levels(bbox_preds)  # [N, P, R (+1)]
-        prior_valid = self.prior_generator.valid_flags(priors, image_sizes, pad_size_divisor=self.pad_size_divisor)
-        boxes, labels, gt_valid = pad_gt_boxes(list(gt_boxes), list(gt_labels))
-        assignment = self.assign(priors, boxes, gt_valid, prior_valid)
-        target_labels = assignment.gather(labels, fill=self.num_classes)  # [N, P], C = background
-        pos_img, pos_prior = assignment.positive.nonzero(as_tuple=True)
-
-        stride = priors.strides[pos_prior][:, None]
-        centers = priors.centers_px[pos_prior] / stride  # [M, 2] stride units
-        target_boxes = assignment.gather(boxes, fill=0)[pos_img, pos_prior] / stride  # [M, 4] xyxy stride units
-        target_ltrb = bbox2distance(centers, target_boxes)  # [M, 4], unclamped
-        pos_out = outputs[pos_img, pos_prior]
+        targets = self.build_targets(cls_scores, gt_boxes, gt_labels, image_sizes)
+        cls_logits, outputs = self.flat_logits(cls_scores, bbox_preds)  # [N, P, C], [N, P, R (+1)]
+        pos_out = targets.positives(outputs)
         pos_reg = pos_out[:, : self._box_channels]
-        pred_boxes = distance2bbox(centers, self.box_repr.decode(pos_reg))  # [M, 4] xyxy stride units
-        quality = (quality_target(self.option.target, target_ltrb=target_ltrb, pred_boxes=pred_boxes,
-                                  target_boxes=target_boxes) if self.option.target != "none" else None)
-
-        num_pos = mean_over_processes(torch.tensor(float(pos_img.numel()), device=cls_logits.device)).clamp(min=1)
-        losses = {"loss_cls": self._cls_loss(cls_logits, target_labels, prior_valid, (pos_img, pos_prior),
-                                             quality, num_pos)}
-        weight = self._box_weight(cls_logits[pos_img, pos_prior], target_ltrb)
-        weight_sum = mean_over_processes(weight.sum()).clamp(min=1)
+        pred_boxes = distance2bbox(targets.centers, self.box_repr.decode(pos_reg))  # [M, 4] xyxy stride units
+        quality = (quality_target(self.option.target, target_ltrb=targets.target_ltrb, pred_boxes=pred_boxes,
+                                  target_boxes=targets.target_boxes) if self.option.target != "none" else None)
+        soft = targets.scatter(quality) if self.option.soft_cls_target else None
+        losses = {"loss_cls": self.classification_loss(cls_logits, targets, soft)}
+        weight = self._box_weight(targets.positives(cls_logits), targets.target_ltrb)
+        weight_sum = weight_normaliser(weight)
         if self.loss_bbox is not None:
-            losses["loss_bbox"] = self.loss_bbox(pred_boxes, target_boxes, weight=weight, avg_factor=weight_sum)
-        losses.update(self.box_repr.loss(pos_reg, target_ltrb, weight, weight_sum))
+            losses["loss_bbox"] = self.loss_bbox(pred_boxes, targets.target_boxes, weight=weight,
+                                                 avg_factor=weight_sum)
+        losses.update(self.box_repr.loss(pos_reg, targets.target_ltrb, weight, weight_sum))
         if self.loss_quality is not None:
-            losses["loss_quality"] = self.loss_quality(pos_out[:, -1], quality, avg_factor=num_pos)
+            losses["loss_quality"] = self.loss_quality(pos_out[:, -1], quality, avg_factor=targets.num_pos)
         return losses
-
-    def _cls_loss(self, cls_logits: Tensor, target_labels: Tensor, prior_valid: Tensor,
-                  positives: tuple[Tensor, Tensor], quality: Tensor | None, num_pos: Tensor) -> Tensor:
-        """Classification loss over valid priors, normalised by the number of positives; soft-target options put
-        the quality on the labelled class of each positive."""
-        flat_logits, flat_labels = cls_logits.reshape(-1, self.num_classes), target_labels.reshape(-1)
-        weight = prior_valid.reshape(-1).to(cls_logits.dtype)
-        if not self.option.soft_cls_target:
-            return self.loss_cls(flat_logits, flat_labels, weight=weight, avg_factor=num_pos)
-        scores = torch.zeros_like(prior_valid, dtype=cls_logits.dtype)
-        scores[positives] = quality.to(scores.dtype)
-        return self.loss_cls(flat_logits, flat_labels, scores.reshape(-1), weight=weight, avg_factor=num_pos)
 
     def _box_weight(self, pos_logits: Tensor, target_ltrb: Tensor) -> Tensor:
         """Per-positive weight [M] of the box losses (``bbox_weighting``), detached."""
@@ -160,4 +129,4 @@ class VariantHead(DenseHead):
             return centerness_target(target_ltrb)
         if self.bbox_weighting == "uniform":
             return target_ltrb.new_ones(target_ltrb.shape[0])
-        return pos_logits.detach().sigmoid().max(dim=1).values
+        return max_class_score(pos_logits)
