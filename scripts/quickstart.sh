@@ -22,6 +22,10 @@ if [ ! -f "$DATA_DIR/val.json" ]; then
   "$GFLDET" data synth --out "$DATA_DIR"
 fi
 
+if [ -d "$WORK_DIR" ]; then  # a demo: start over (gfldet train itself refuses to overwrite a run)
+  echo "[quickstart] removing the previous quickstart run in $WORK_DIR"
+  rm -rf "$WORK_DIR"
+fi
 echo "[quickstart] training $CONFIG on the CPU (work dir $WORK_DIR)"
 "$GFLDET" train "$CONFIG" --work-dir "$WORK_DIR"
 

@@ -126,14 +126,14 @@ def _classify_image(dets: list[dict], gts: list[dict], *, fg_iou: float,
         if free.size and free.max() >= 0:
             matched[free.argmax()] = True
             continue
+        if _max(iou[d], same & crowd) >= fg_iou:
+            continue  # on a crowd region of its class: ignored, as COCOeval does (before any other match)
         same_iou = _max(iou[d], same & ~crowd)
         other_iou = _max(iou[d], ~same & ~crowd)
         if same_iou >= fg_iou:
             types.append("duplicate")
         elif other_iou >= fg_iou:
             types.append("confusion")
-        elif _max(iou[d], same & crowd) >= fg_iou:
-            continue  # on a crowd region of its class: ignored, as COCOeval does
         elif same_iou >= bg_iou:
             types.append("localisation")
         elif other_iou >= bg_iou:

@@ -22,7 +22,9 @@ def pad_gt_boxes(boxes: Sequence[Tensor], labels: Sequence[Tensor]) -> tuple[Ten
         ``boxes [N, G_max, 4]`` (padding rows are 0), ``labels [N, G_max]`` (padding is -1) and
         ``valid [N, G_max]`` bool (True for real GTs). ``G_max`` is 0 when no image has a GT.
     """
-    if len(boxes) != len(labels) or not boxes:
+    if not boxes:
+        raise ValueError("pad_gt_boxes: the batch has no images (empty lists of boxes and labels)")
+    if len(boxes) != len(labels):
         raise ValueError(f"pad_gt_boxes: need one labels tensor per boxes tensor, got {len(boxes)} and {len(labels)}")
     for i, (b, l) in enumerate(zip(boxes, labels)):
         if b.dim() != 2 or b.shape[1] != 4 or l.shape != b.shape[:1]:

@@ -49,6 +49,11 @@ class FCOSAssigner:
         self.center_sampling = center_sampling
         self.center_sample_radius = center_sample_radius
 
+    @property
+    def level_ranges(self) -> list[tuple[float, float]]:
+        """One range per pyramid level: ``build_detector`` checks their number against the neck's levels."""
+        return self.regress_ranges
+
     def __repr__(self) -> str:
         return (f"FCOSAssigner(regress_ranges={self.regress_ranges}, center_sampling={self.center_sampling}, "
                 f"center_sample_radius={self.center_sample_radius})")

@@ -30,6 +30,11 @@ class FoveaAssigner:
         self.scale_ranges = [(float(lo), float(hi)) for lo, hi in scale_ranges]
         self.sigma = sigma
 
+    @property
+    def level_ranges(self) -> list[tuple[float, float]]:
+        """One range per pyramid level: ``build_detector`` checks their number against the neck's levels."""
+        return self.scale_ranges
+
     def __repr__(self) -> str:
         return f"FoveaAssigner(scale_ranges={self.scale_ranges}, sigma={self.sigma})"
 

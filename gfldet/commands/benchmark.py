@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = load_config(args.config, args.opts)
-    device = torch.device(resolve_device(args.device))
+    device = torch.device(resolve_device(args.device, setting="--device"))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     else:

@@ -131,6 +131,19 @@ def _browse(args) -> int:
     return 0
 
 
+def _backbone_strides(backbone_cfg) -> list[int]:
+    """Strides (px) of the configured backbone's outputs, from the backbone itself (ResNet or timm), built with
+    random weights (nothing read or downloaded)."""
+    import copy
+
+    from gfldet.config import build_from_cfg
+    from gfldet.models import BACKBONES
+
+    backbone_cfg = copy.deepcopy(backbone_cfg)
+    backbone_cfg["pretrained"] = False
+    return list(build_from_cfg(backbone_cfg, BACKBONES).strides)
+
+
 def _model_settings(cfg, args) -> tuple[list[int], int, float, int]:
     """(strides, reg_max, octave_base_scale, atss topk) from the config's model section, or from the default
     GFL model config when the config has none; --strides / --reg-max override."""
@@ -138,10 +151,11 @@ def _model_settings(cfg, args) -> tuple[list[int], int, float, int]:
     if not model or "neck" not in model or "head" not in model:
         print(f"(no model section in {args.config}: using {DEFAULT_MODEL_CONFIG.name})")
         model = load_config(DEFAULT_MODEL_CONFIG).model
-    first = 4 * 2 ** int(model.backbone.out_indices[0])   # stage i (C2..C5) has stride 4 * 2^i
-    strides = [first * 2 ** level for level in range(int(model.neck.num_outs))]
     if args.strides:
         strides = [int(s) for s in args.strides.split(",")]
+    else:
+        first = _backbone_strides(model.backbone)[0]  # FPN levels double from the first backbone output
+        strides = [first * 2 ** level for level in range(int(model.neck.num_outs))]
     reg_max = args.reg_max if args.reg_max is not None else int(model.head.reg_max)
     return strides, reg_max, float(model.head.octave_base_scale), int(model.head.assigner.topk)
 

@@ -115,6 +115,6 @@ def fill_num_classes(cfg: Config, *, dataset: CocoDetection | None = None) -> in
     elif int(model["num_classes"]) != num_classes:
         shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
         raise ConfigError(f"{model.where('num_classes')}: model.num_classes is {model['num_classes']} but the "
-                          f"training annotations {source} have {num_classes} categories ({shown}); remove "
-                          f"model.num_classes to take it from the annotation file, or fix it")
+                          f"training annotations {source} have {num_classes} categories ({shown}); set "
+                          f"model.num_classes: null to take it from the annotation file, or fix it")
     return num_classes

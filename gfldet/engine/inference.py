@@ -8,7 +8,7 @@ from tqdm import tqdm
 from gfldet.engine.amp import autocast
 from gfldet.engine.distributed import all_gather_objects, is_main_process
 
-__all__ = ["run_inference"]
+__all__ = ["run_inference", "evaluated_image_ids"]
 
 
 @torch.no_grad()
@@ -18,8 +18,8 @@ def run_inference(model: nn.Module, loader, *, device: torch.device, amp: str = 
 
     ``model`` is the bare detector (not the DDP wrapper); it is put in eval mode and left there.
     Returns, on every rank, one dict per distinct image sorted by image id: ``image_id``, ``boxes`` [K,4] xyxy
-    original-image px, ``scores`` [K], ``labels`` [K] int64 (numpy arrays). Images that a distributed sampler
-    padded onto several ranks are kept once.
+    original-image px, ``scores`` [K], ``labels`` [K] int64 (numpy arrays). An image predicted twice (with
+    ``data.on_bad_image: skip`` an unreadable image is replaced by the next one) is kept once.
     """
     model.eval()
     local = []
@@ -32,3 +32,19 @@ def run_inference(model: nn.Module, loader, *, device: torch.device, amp: str = 
                           "scores": pred["scores"].float().cpu().numpy(), "labels": pred["labels"].cpu().numpy()})
     unique = {pred["image_id"]: pred for shard in all_gather_objects(local) for pred in shard}
     return [unique[image_id] for image_id in sorted(unique)]
+
+
+def evaluated_image_ids(predictions: list[dict], image_ids: list[int]) -> list[int]:
+    """The ids of ``image_ids`` that have a prediction, in their order: the images to evaluate.
+
+    An image that could not be read (``data.on_bad_image: skip``) has none; counting its ground truth as missed
+    would lower the AP, so it is left out of the evaluation, with a warning naming it.
+    """
+    predicted = {pred["image_id"] for pred in predictions}
+    kept = [image_id for image_id in image_ids if image_id in predicted]
+    if len(kept) < len(image_ids):
+        missing = [image_id for image_id in image_ids if image_id not in predicted]
+        print(f"[gfldet] warning: {len(missing)} image(s) could not be read and are left out of the evaluation "
+              f"(ids {missing[:10]}{'...' if len(missing) > 10 else ''}; see the data.on_bad_image warnings)",
+              flush=True)
+    return kept

@@ -21,7 +21,7 @@ from gfldet.engine.distributed import (cleanup_distributed, convert_sync_batchno
                                        init_distributed, is_main_process)
 from gfldet.engine.evaluator import CocoEvaluator, format_ap_table, predictions_to_coco
 from gfldet.engine.host_allocator import CPU_ALLOCATOR_MODES, configure_cpu_allocator
-from gfldet.engine.inference import run_inference
+from gfldet.engine.inference import evaluated_image_ids, run_inference
 from gfldet.engine.logging import TrainLogger
 from gfldet.engine.optim import build_optimizer
 from gfldet.engine.reproducibility import seed_everything, set_deterministic
@@ -38,14 +38,14 @@ OPTIONAL_TRAIN_KEYS = ("max_epochs", "max_iters", "cpu_allocator")
 EVALUATION_KEYS = ("backend",)
 
 
-def resolve_device(name: str) -> str:
-    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``."""
+def resolve_device(name: str, *, setting: str = "train.device") -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; ``setting`` names the option in errors."""
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name not in ("cpu", "cuda"):
-        raise ConfigError(f"train.device must be auto, cpu or cuda, got {name!r}")
+        raise ConfigError(f"{setting} must be auto, cpu or cuda, got {name!r}")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device is cuda but no GPU is visible; use train.device=cpu (or auto)")
+        raise ConfigError(f"{setting} is cuda but no GPU is visible; use cpu (or auto)")
     return name
 
 
@@ -93,7 +93,8 @@ def build_evaluate_fn(cfg: Config, *, device: torch.device, amp: str, split: str
         predictions = run_inference(model, loader, device=device, amp=amp, desc=f"eval {split}")
         if not is_main_process():
             return {}
-        metrics, summary = evaluator.evaluate(predictions_to_coco(predictions, dataset.cat_ids), dataset.image_ids)
+        metrics, summary = evaluator.evaluate(predictions_to_coco(predictions, dataset.cat_ids),
+                                              evaluated_image_ids(predictions, dataset.image_ids))
         print(summary + format_ap_table(metrics), flush=True)
         if show_images is not None:
             from gfldet.analysis import prediction_images

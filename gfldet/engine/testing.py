@@ -14,7 +14,7 @@ from gfldet.config import Config, check_keys
 from gfldet.engine.checkpointer import checkpoint_weights, load_checkpoint
 from gfldet.engine.distributed import get_world_size, is_main_process
 from gfldet.engine.evaluator import (CocoEvaluator, format_ap_table, predictions_to_coco, write_submission)
-from gfldet.engine.inference import run_inference
+from gfldet.engine.inference import evaluated_image_ids, run_inference
 from gfldet.engine.launch import EVALUATION_KEYS, check_sections, setup_device
 from gfldet.errors import GfldetError
 
@@ -84,11 +84,12 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str | Path, *, split: str, work
         return None
     evaluator = CocoEvaluator(coco_gt=dataset.coco, cat_ids=dataset.cat_ids, class_names=dataset.class_names,
                               backend=cfg.evaluation.backend)
-    metrics, summary = evaluator.evaluate(results, dataset.image_ids)
+    image_ids = evaluated_image_ids(predictions, dataset.image_ids)
+    metrics, summary = evaluator.evaluate(results, image_ids)
     print(summary + format_ap_table(metrics))
     (work_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     if analyze:
-        _write_error_analysis(dataset, results, work_dir)
+        _write_error_analysis(dataset, results, image_ids, work_dir)
     return metrics
 
 
@@ -103,10 +104,10 @@ def _check_categories(meta: dict, dataset, checkpoint) -> None:
                           f"in the same order")
 
 
-def _write_error_analysis(dataset, results: list[dict], work_dir: Path) -> None:
+def _write_error_analysis(dataset, results: list[dict], image_ids: list[int], work_dir: Path) -> None:
     from gfldet.analysis import error_analysis, format_error_analysis, plot_error_analysis
 
-    analysis = error_analysis(dataset.coco, results, image_ids=dataset.image_ids)
+    analysis = error_analysis(dataset.coco, results, image_ids=image_ids)
     print(format_error_analysis(analysis))
     (work_dir / "error_analysis.json").write_text(json.dumps(analysis, indent=2))  # NaN where a class has no GT
     plot_error_analysis(analysis, work_dir / "error_analysis.png")

@@ -60,6 +60,14 @@ def _component_registry(key: str) -> Mapping | None:
     return None
 
 
+def _check_level_ranges(component, *, num_levels: int, where: str) -> None:
+    """An assigner with per-level ranges (FCOS, FoveaBox) needs one per pyramid level: say so at build time."""
+    ranges = getattr(component, "level_ranges", None)
+    if ranges is not None and len(ranges) != num_levels:
+        raise ConfigError(f"{where}: {len(ranges)} per-level ranges for {num_levels} pyramid levels "
+                          f"(model.neck.num_outs); give one (low, high) pair per level")
+
+
 def build_test_cfg(cfg: Config) -> PostProcessConfig:
     """``model.test_cfg`` -> PostProcessConfig (unknown or missing keys -> ConfigError with file and line)."""
     typed = copy.deepcopy(cfg)
@@ -89,6 +97,7 @@ def build_detector(cfg: Mapping) -> Detector:
         registry = _component_registry(key)
         if registry is not None:
             components[key] = build_from_cfg(_section(head_cfg, key), registry)
+            _check_level_ranges(components[key], num_levels=len(neck.strides), where=head_cfg.where(key))
             del head_cfg[key]
     head = build_from_cfg(head_cfg, HEADS, num_classes=num_classes, in_channels=neck.out_channels[0],
                           strides=neck.strides, test_cfg=build_test_cfg(_section(cfg, "test_cfg")), **components)

@@ -103,3 +103,17 @@ def test_on_the_synthetic_dataset_with_a_detector(tmp_path):
     fps = sum(analysis["false_positives"].values())
     assert analysis["true_positives"] + analysis["missed"] == analysis["num_gt"] == len(dataset.coco.getAnnIds())
     assert fps + analysis["true_positives"] == len(results) > 0  # no crowd regions: every detection is classified
+
+
+def test_a_second_detection_on_a_crowd_region_of_its_class_is_ignored_not_a_duplicate():
+    # COCOeval matches a detection that finds no free GT to a crowd region before anything else, and ignores it.
+    coco = COCO()
+    coco.dataset = {"images": [{"id": 1, "width": 100, "height": 100}], "categories": [{"id": 1, "name": "cell"}],
+                    "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 40, 40], "area": 1600,
+                                     "iscrowd": 0},
+                                    {"id": 2, "image_id": 1, "category_id": 1, "bbox": [0, 0, 50, 50], "area": 2500,
+                                     "iscrowd": 1}]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    result = error_analysis(coco, [det(1, 1, [0, 0, 40, 40], 0.9), det(1, 1, [1, 1, 40, 40], 0.8)])
+    assert sum(result["false_positives"].values()) == 0 and result["true_positives"] == 1

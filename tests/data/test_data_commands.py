@@ -42,3 +42,14 @@ def test_stats_prints_histograms_and_reg_max_table(synth_config, tmp_path, capsy
 def test_bad_synth_size_is_a_clear_error(tmp_path, capsys):
     assert main(["data", "synth", "--out", str(tmp_path), "--size", "big"]) == 1
     assert "--size 'big': expected HxW" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backbone, first_stride", [
+    ({"type": "resnet", "depth": 18, "out_indices": [1, 2, 3]}, 8),
+    ({"type": "timm", "name": "resnet18", "out_indices": [1, 2, 3]}, 4),  # timm counts the stem: index 1 = stride 4
+])
+def test_stats_strides_come_from_the_backbone(backbone, first_stride):
+    from gfldet.commands.data import _backbone_strides
+    from gfldet.config import Config
+
+    assert _backbone_strides(Config(backbone))[0] == first_stride

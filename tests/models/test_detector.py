@@ -78,3 +78,10 @@ def test_per_image_lists_must_match_the_batch(small_model_cfg):
         model(images, sizes[:1], boxes, labels)
     with pytest.raises(ValueError, match="scale_factors"):
         model.predict(images, sizes, [(1.0, 1.0)])
+
+
+def test_per_level_ranges_must_match_the_pyramid():
+    config = Path(__file__).parents[2] / "configs/ablations/table1a_fcos_none.yaml"
+    cfg = load_config(config, ["model.backbone.pretrained=false", "model.num_classes=3", "model.neck.num_outs=4"])
+    with pytest.raises(ConfigError, match=r"\(model\.head\.assigner\): 5 per-level ranges for 4 pyramid levels"):
+        build_detector(cfg.model)
