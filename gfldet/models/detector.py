@@ -30,14 +30,16 @@ class Detector(nn.Module):
     def forward(self, images: torch.Tensor, image_sizes: Sequence[tuple[int, int]],
                 gt_boxes: Sequence[torch.Tensor], gt_labels: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
         """Training losses: gt_boxes per image [G_i, 4] xyxy px (resized coords), gt_labels [G_i] int64 0..C-1,
-        image_sizes (h, w) before batch padding -> {'loss_cls', 'loss_bbox', 'loss_dfl'} scalars."""
+        image_sizes (h, w) before batch padding -> the head's loss scalars by name (GFL: 'loss_cls', 'loss_bbox',
+        'loss_dfl'; the ablation heads name theirs, e.g. 'loss_quality')."""
         cls_scores, bbox_preds = self.raw_outputs(images)
         return self.head.loss(cls_scores, bbox_preds, gt_boxes, gt_labels, image_sizes)
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor, image_sizes: Sequence[tuple[int, int]],
                 scale_factors: Sequence[tuple[float, float]]) -> list[dict[str, torch.Tensor]]:
-        """Detections per image: {'boxes': [K, 4] xyxy px of the original image, 'scores': [K], 'labels': [K]}.
+        """Detections per image: {'boxes': [K, 4] xyxy px of the original image, 'scores': [K], 'labels': [K],
+        'prior_idx': [K] index of the prior each detection came from (prior order of the flattened levels)}.
 
         image_sizes: (h, w) of each resized image before padding (boxes are clipped to it); scale_factors: (sx, sy)
         of each resize, boxes are divided by them. Call ``model.eval()`` first.
