@@ -29,6 +29,9 @@ __all__ = ["CocoDetection", "Sample", "read_rgb"]
 logger = logging.getLogger("gfldet.data")
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")  # what read_rgb (OpenCV) decodes
+
+
 def read_rgb(path: Path) -> np.ndarray:
     """Decode an image file to RGB uint8 [H, W, 3] with OpenCV (grayscale expanded, alpha dropped, EXIF applied).
 

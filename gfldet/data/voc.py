@@ -17,11 +17,11 @@ from pathlib import Path
 
 import cv2
 
+from gfldet.data.coco import IMAGE_SUFFIXES
 from gfldet.data.problems import DataError, ProblemLog
 
 __all__ = ["VocObject", "VocImage", "parse_voc_xml", "convert_voc"]
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 @dataclass

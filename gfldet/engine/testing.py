@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from gfldet.config import Config, check_keys
+from gfldet.data.coco import IMAGE_SUFFIXES, Sample, read_rgb
 from gfldet.engine.checkpointer import checkpoint_weights, load_checkpoint
 from gfldet.engine.distributed import get_world_size, is_main_process
 from gfldet.engine.evaluator import (CocoEvaluator, format_ap_table, predictions_to_coco, write_submission)
@@ -18,9 +19,7 @@ from gfldet.engine.inference import evaluated_image_ids, run_inference
 from gfldet.engine.launch import EVALUATION_KEYS, check_sections, setup_device
 from gfldet.errors import GfldetError
 
-__all__ = ["load_detector", "evaluate_checkpoint", "infer_images", "IMAGE_SUFFIXES"]
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+__all__ = ["load_detector", "evaluate_checkpoint", "infer_images"]
 
 
 def load_detector(cfg: Config, checkpoint: str | Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
@@ -128,13 +127,6 @@ def _image_paths(paths: Sequence[str | Path]) -> list[Path]:
     return found
 
 
-def _read_rgb(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise GfldetError(f"cannot decode image {path} (not an image or unsupported format)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
 @torch.no_grad()
 def infer_images(cfg: Config, checkpoint: str | Path, paths: Sequence[str | Path], *, out_dir: str | Path,
                  score_thr: float, show_dist: int = 0) -> Path:
@@ -148,7 +140,6 @@ def infer_images(cfg: Config, checkpoint: str | Path, paths: Sequence[str | Path
     box-side distributions into ``out_dir/distributions/``.
     """
     from gfldet.data.batching import collate
-    from gfldet.data.coco import Sample
     from gfldet.data.transforms import build_transform
     from gfldet.visualization import draw_detections
 
@@ -164,7 +155,7 @@ def infer_images(cfg: Config, checkpoint: str | Path, paths: Sequence[str | Path
     for index, path in enumerate(_image_paths(paths)):
         stem = path.stem if path.stem not in used_stems else f"{path.stem}_{index}"  # a.png and a.jpg, or 2 dirs
         used_stems.add(stem)
-        rgb = _read_rgb(path)
+        rgb = read_rgb(path)
         res = transform(rgb, empty, np.zeros(0, np.int64), empty)
         sample = Sample(image=res.image, boxes=torch.zeros(0, 4), labels=torch.zeros(0, dtype=torch.int64),
                         ignore_boxes=torch.zeros(0, 4), image_id=index, file_name=str(path),

@@ -15,7 +15,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from gfldet.engine.amp import autocast, check_amp_mode, make_grad_scaler
 from gfldet.engine.checkpointer import Checkpointer, capture_rng_state, restore_rng_state
-from gfldet.engine.distributed import broadcast_object, is_main_process
+from gfldet.engine.distributed import all_gather_objects, broadcast_object, get_rank, is_main_process
 from gfldet.engine.logging import TrainLogger
 from gfldet.errors import GfldetError
 
@@ -172,12 +172,17 @@ class Trainer:
             is_best = score > self.best_score
             self.best_score = max(score, self.best_score)
             self.logger.log_metrics(iteration=self.iteration, epoch=self.epoch, metrics=metrics)
-        if (do_save or is_best) and is_main_process():
+        if not (do_save or is_best):
+            return
+        rng_states = all_gather_objects(capture_rng_state())  # every rank resumes its own random streams
+        if is_main_process():
             unit = "epoch" if self.by_epoch else "iter"
-            self.checkpointer.save(self.state_dict(), periodic_name=f"{unit}_{count}.pth" if do_save else None,
-                                   is_best=is_best)
+            self.checkpointer.save(self.state_dict(rng_states),
+                                   periodic_name=f"{unit}_{count}.pth" if do_save else None, is_best=is_best)
 
-    def state_dict(self) -> dict:
+    def state_dict(self, rng_states: list[dict] | None = None) -> dict:
+        """The whole training state; ``rng_states``: the generators of every rank, by rank (default: this
+        process's only)."""
         return {
             "model": self.bare_model.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
@@ -188,7 +193,7 @@ class Trainer:
                      "iters_per_epoch": self.iters_per_epoch,
                      "iter_in_epoch": self.iter_in_epoch, "best_score": self.best_score,
                      "best_metric": self.best_metric},
-            "rng": capture_rng_state(),
+            "rng": rng_states if rng_states is not None else [capture_rng_state()],
         }
 
     def _check_same_layout(self, meta: dict) -> None:
@@ -219,5 +224,5 @@ class Trainer:
         meta = state["meta"]
         self.iteration, self.epoch, self.iter_in_epoch = meta["iteration"], meta["epoch"], meta["iter_in_epoch"]
         self.best_score = meta["best_score"]
-        restore_rng_state(state["rng"])
+        restore_rng_state(state["rng"][get_rank()])
         self.logger.event(f"resumed at epoch {self.epoch}, iteration {self.iteration}", iteration=self.iteration)

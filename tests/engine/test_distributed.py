@@ -31,6 +31,7 @@ def test_two_process_ddp_matches_single_process_with_same_total_batch(tmp_path):
     _run([], tmp_path / "single")
     ddp, single = load_checkpoint(tmp_path / "ddp" / "latest.pth"), load_checkpoint(tmp_path / "single" / "latest.pth")
     assert ddp["meta"]["iteration"] == single["meta"]["iteration"] == 6
+    assert len(ddp["rng"]) == 2 and len(single["rng"]) == 1  # each rank's random generators, by rank
     for key, value in single["model"].items():
         torch.testing.assert_close(ddp["model"][key], value, atol=1e-5, rtol=0, msg=key)
     torch.manual_seed(0)  # make_trainer's initial weights
