@@ -56,6 +56,19 @@ def test_keep_last_k_and_aliases(tmp_path):
     assert load_checkpoint(tmp_path / "latest.pth") == {"epoch": 5}
 
 
+def test_aliases_are_copies_where_hard_links_fail(tmp_path, monkeypatch):
+    def no_links(src, dst):
+        raise OSError("hard links not supported")
+
+    monkeypatch.setattr(os, "link", no_links)
+    ckpt = Checkpointer(work_dir=tmp_path, keep_last=2)
+    ckpt.save({"epoch": 1}, periodic_name="epoch_1.pth", is_best=True)
+    ckpt.save({"epoch": 2}, periodic_name="epoch_2.pth")
+    assert load_checkpoint(tmp_path / "best.pth") == {"epoch": 1}
+    assert load_checkpoint(tmp_path / "latest.pth") == {"epoch": 2}
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
 def test_iteration_files_sort_numerically(tmp_path):
     ckpt = Checkpointer(work_dir=tmp_path, keep_last=2)
     for it in (500, 1000, 1500):
