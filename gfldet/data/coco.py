@@ -161,16 +161,6 @@ class CocoDetection(Dataset):
                       file_name=record.file_name, image_size=tuple(out.image.shape[1:]),
                       original_size=image.shape[:2], scale_factor=out.scale_factor)
 
-    def summary_lines(self) -> list[str]:
-        """What was built: images, boxes per class, what the policies skipped or dropped."""
-        counts = np.bincount(np.concatenate([r.labels for r in self.records]), minlength=self.num_classes)
-        lines = [f"{self.ann_file}: {len(self.records)} images, {int(counts.sum())} boxes, "
-                 f"{sum(len(r.ignore_boxes) for r in self.records)} crowd/ignore boxes",
-                 "boxes per class: " + ", ".join(f"{n}={c}" for n, c in zip(self.class_names, counts))]
-        if self.num_filtered_empty:
-            lines.append(f"images without boxes left out of training (filter_empty): {self.num_filtered_empty}")
-        return lines + self.problems.lines() + self.notes.lines()
-
 
 def _pycocotools_index(data: dict) -> COCO:
     """A pycocotools COCO over already-loaded json (its ``createIndex`` prints; we keep stdout clean)."""

@@ -14,7 +14,7 @@ import torch.distributed as dist
 from torch import nn
 
 __all__ = [
-    "init_distributed", "is_distributed", "get_rank", "get_world_size", "is_main_process", "barrier",
+    "init_distributed", "is_distributed", "get_rank", "get_world_size", "is_main_process",
     "all_gather_objects", "broadcast_object", "convert_sync_batchnorm", "cleanup_distributed",
 ]
 
@@ -58,11 +58,6 @@ def init_distributed(device_type: str, *, timeout_minutes: float = 30.0) -> torc
 def cleanup_distributed() -> None:
     if is_distributed():
         dist.destroy_process_group()
-
-
-def barrier() -> None:
-    if is_distributed():
-        dist.barrier()
 
 
 def all_gather_objects(obj: Any) -> list[Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["PaperRow", "PaperTable", "PAPER_TABLES", "paper_table"]
+__all__ = ["PaperRow", "PaperTable", "PAPER_TABLES"]
 
 
 @dataclass(frozen=True)
@@ -103,11 +103,3 @@ PAPER_TABLES: dict[str, PaperTable] = {t.key: t for t in (
         "atss_r50_1x": PaperRow("ATSS R-50 1x (mmdetection)", 39.4, note="3.7 GB per GPU"),
     }),
 )}
-
-
-def paper_table(key: str) -> PaperTable:
-    """The table ``key`` (``1a``, ``2b``, ``3``, ``zoo``, ...); KeyError lists the valid keys."""
-    try:
-        return PAPER_TABLES[str(key)]
-    except KeyError:
-        raise KeyError(f"no paper table '{key}' (tables: {', '.join(PAPER_TABLES)})") from None

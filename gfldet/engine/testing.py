@@ -14,7 +14,8 @@ from gfldet.config import Config, check_keys
 from gfldet.data.coco import IMAGE_SUFFIXES, Sample, read_rgb
 from gfldet.engine.checkpointer import checkpoint_weights, load_checkpoint
 from gfldet.engine.distributed import get_world_size, is_main_process
-from gfldet.engine.evaluator import (CocoEvaluator, format_ap_table, predictions_to_coco, write_submission)
+from gfldet.engine.evaluator import (CocoEvaluator, check_results_format, format_ap_table, predictions_to_coco,
+                                     write_submission)
 from gfldet.engine.inference import evaluated_image_ids, run_inference
 from gfldet.engine.launch import EVALUATION_KEYS, check_sections, setup_device
 from gfldet.errors import GfldetError
@@ -78,6 +79,7 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str | Path, *, split: str, work
     if format_only or not has_annotations:
         if not format_only:
             print(f"[gfldet] {dataset.ann_file} has no annotations: writing the submission files only")
+        check_results_format(results, dataset.coco.dataset)  # what the evaluation server checks
         zip_path = write_submission(results, work_dir, name=name)
         print(f"[gfldet] submission: {zip_path}")
         return None
