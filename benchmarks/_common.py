@@ -50,10 +50,10 @@ def build_fcos_r50(*, height: int, width: int, score_thresh: float = 0.05, nms_t
                 nms_thresh=nms_thresh, detections_per_img=detections_per_img, topk_candidates=topk_candidates)
 
 
-def add_common_arguments(parser: argparse.ArgumentParser, *, default_runs: int) -> None:
+def add_common_arguments(parser: argparse.ArgumentParser, *, default_runs: int, default_warmup: int = 1) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes and 1 run: a smoke test, not a figure")
     parser.add_argument("--runs", type=int, default=default_runs, help="timed rounds (median reported)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
+    parser.add_argument("--warmup", type=int, default=default_warmup, help="untimed rounds first")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="torch CPU threads (default: torch's, one per core; on a machine shared with other "
                              "jobs use 1: the CPU-time figures then measure work, not waiting)")

@@ -1,6 +1,6 @@
 """Training step (forward, loss, backward, SGD step): gfldet GFL R-50-FPN vs torchvision FCOS R-50-FPN.
 
-    python benchmarks/bench_train_vs_torchvision.py [--quick] [--runs 3] [--threads 2] [--sizes 2x800x1333 8x512x512]
+    python benchmarks/bench_train_vs_torchvision.py [--quick] [--runs 5] [--warmup 3] [--threads 2] [--sizes 2x800x1333 8x512x512]
         [--amp off bf16] [--cpu-allocator reuse|system]
 
 One process, identical random images and GT boxes (8 per image, labels in 0..79), random weights, SGD (lr 1e-3,
@@ -81,7 +81,8 @@ def run_size(args, batch_size: int, height: int, width: int, amp: str) -> list[s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    _common.add_common_arguments(parser, default_runs=3)
+    # 3 warm-up steps: the heap grows over the first steps (page faults) before a training run's steady state
+    _common.add_common_arguments(parser, default_runs=5, default_warmup=3)
     parser.add_argument("--sizes", nargs="+", default=["2x800x1333", "8x512x512"], help="NxHxW settings")
     parser.add_argument("--amp", nargs="+", choices=("off", "bf16"), default=["off", "bf16"],
                         help="precision modes, each run for every contender (default: off and bf16)")

@@ -3,8 +3,8 @@
 PyTorch's CPU tensors come from the C library's ``malloc``. glibc serves every block above its mmap threshold
 (dynamic, at most 32 MiB) with a fresh ``mmap`` and gives it back with ``munmap`` on free. A detector's activations
 and their gradients are 10-150 MiB each at 800x1333, so every training step maps them again and the kernel
-zero-fills each of their 4 KiB pages on first touch: on the 2-core benchmark machine that is a quarter of a
-training step's CPU time, spent in the kernel (see ``docs/benchmarks.md``). Mode ``reuse`` turns the per-block
+zero-fills each of their 4 KiB pages on first touch: on the 2-core benchmark machine that is about a sixth of an
+R-50 training step at 2x800x1333, spent in the kernel (see ``docs/benchmarks.md``). Mode ``reuse`` turns the per-block
 mmaps off and lets the heap keep up to 1 GiB of freed memory, so that the next step reuses pages already mapped.
 jemalloc or tcmalloc would do the same through ``LD_PRELOAD``, but they are not Python packages and must be set
 before the process starts; ``mallopt`` is glibc's documented run-time switch, reached here through ctypes because
