@@ -2,7 +2,7 @@
 
 Boxes are measured in the training resolution: each image is resized by the training transform's keep-ratio
 rule (for ``RandomResize`` a scale is drawn per image with a fixed seed). Positives are computed with the real
-batched ATSS assigner (``gfldet.assigners.ATSSAssigner``, topk 9) on the real priors
+batched ATSS assigner (``gfldet.assigners.ATSSAssigner``, the config's ``topk``) on the real priors
 (``gfldet.models.priors.PriorGenerator``), one image at a time, without batch padding. For each positive prior
 the four target distances from its centre to the GT sides are measured in stride units of its level; a
 distance above ``reg_max`` cannot be represented by the distribution over bins {0..reg_max} and gets clipped.

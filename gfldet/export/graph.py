@@ -9,7 +9,8 @@ like the training data and padded to the size divisor; every size may be dynamic
   where the head has one) and ``boxes`` [N, P, 4] xyxy input pixels, one row per prior (P = sum_l H_l * W_l * A,
   A anchors per location), not clipped, no threshold.
 - :class:`Detections`: one image ([1, 3, H, W]); the head's post-processing (per-level score threshold + top-k,
-  decode, clip to the input, min size, class-aware NMS, best ``max_per_img``) -> ``boxes`` [K, 4] xyxy input px,
+  decode, clip to the input, ``min_bbox_size`` in input px (``predict``: original-image px; the same
+  with the default 0), class-aware NMS, best ``max_per_img``) -> ``boxes`` [K, 4] xyxy input px,
   ``scores`` [K], ``labels`` [K] int64, best first.
 
 Every view works for every DenseHead: scores and boxes come from the same head hooks as ``head.predict``
