@@ -2,10 +2,10 @@
 
 Config section ``train`` (defaults in ``configs/_base_/default_runtime.yaml`` and ``configs/_base_/schedules/``):
 exactly one of ``max_epochs`` / ``max_iters``; ``eval_interval`` and ``checkpoint_interval`` in that unit;
-``seed``, ``deterministic``, ``amp`` (off|fp16|bf16), ``grad_clip`` (max L2 norm or null), ``ema`` (decay or null),
-``keep_last``, ``log_interval``, ``max_nan_steps``, ``lr_schedule`` (see ``schedules.py``), ``sync_bn``,
-``find_unused_parameters``, ``device`` (auto|cpu|cuda), ``tensorboard``, ``cpu_allocator`` (reuse|system, optional,
-see ``host_allocator.py``). Section ``evaluation``: ``backend``.
+``seed``, ``deterministic``, ``amp`` (off|fp16|bf16), ``channels_last``, ``grad_clip`` (max L2 norm or null),
+``ema`` (decay or null), ``keep_last``, ``log_interval``, ``max_nan_steps``, ``lr_schedule`` (see ``schedules.py``),
+``sync_bn``, ``find_unused_parameters``, ``device`` (auto|cpu|cuda), ``tensorboard``, ``cpu_allocator``
+(reuse|system, optional, see ``host_allocator.py``). Section ``evaluation``: ``backend``.
 """
 from __future__ import annotations
 
@@ -28,12 +28,12 @@ from gfldet.engine.reproducibility import seed_everything, set_deterministic
 from gfldet.engine.schedules import build_lr_scheduler
 from gfldet.engine.trainer import Trainer
 
-__all__ = ["check_sections", "check_train_section", "CONFIG_SECTIONS", "TRAIN_KEYS", "EVALUATION_KEYS", "resolve_device", "setup_device", "schedule_length", "build_evaluate_fn", "train"]
+__all__ = ["check_sections", "check_train_section", "CONFIG_SECTIONS", "TRAIN_KEYS", "EVALUATION_KEYS",
+           "resolve_device", "setup_device", "schedule_length", "build_evaluate_fn", "train"]
 
 TRAIN_KEYS = ("max_epochs", "max_iters", "eval_interval", "checkpoint_interval", "seed", "deterministic", "amp",
-              "channels_last",
-              "grad_clip", "ema", "keep_last", "log_interval", "max_nan_steps", "lr_schedule", "sync_bn",
-              "find_unused_parameters", "device", "tensorboard", "cpu_allocator")
+              "channels_last", "grad_clip", "ema", "keep_last", "log_interval", "max_nan_steps", "lr_schedule",
+              "sync_bn", "find_unused_parameters", "device", "tensorboard", "cpu_allocator")
 OPTIONAL_TRAIN_KEYS = ("max_epochs", "max_iters", "cpu_allocator")
 EVALUATION_KEYS = ("backend",)
 
