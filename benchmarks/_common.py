@@ -70,8 +70,8 @@ def setup(args: argparse.Namespace) -> None:
     changed = configure_cpu_allocator(args.cpu_allocator)
     if args.quick:
         args.runs, args.warmup = 1, 0
-    args.environment = [*environment_lines(torch.device("cpu")),
-                        f"CPU allocator (every contender): {args.cpu_allocator}{'' if changed else ' (malloc unchanged)'}"]
+    allocator = args.cpu_allocator if changed else f"{args.cpu_allocator} (malloc unchanged)"
+    args.environment = [*environment_lines(torch.device("cpu")), f"CPU allocator (every contender): {allocator}"]
 
 
 def ratio_lines(times: dict[str, StageTimes], *, peer: str, batch_size: int) -> list[str]:

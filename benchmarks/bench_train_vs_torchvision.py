@@ -1,7 +1,7 @@
 """Training step (forward, loss, backward, SGD step): gfldet GFL R-50-FPN vs torchvision FCOS R-50-FPN.
 
-    python benchmarks/bench_train_vs_torchvision.py [--quick] [--runs 5] [--warmup 3] [--threads 2] [--sizes 2x800x1333 8x512x512]
-        [--amp off bf16] [--cpu-allocator reuse|system]
+    python benchmarks/bench_train_vs_torchvision.py [--quick] [--runs 5] [--warmup 3] [--threads 2]
+        [--sizes 2x800x1333 8x512x512] [--amp off bf16] [--cpu-allocator reuse|system]
 
 One process, identical random images and GT boxes (8 per image, labels in 0..79), random weights, SGD (lr 1e-3,
 momentum 0.9, weight decay 1e-4) over the trainable parameters of each model. Frozen parts as far as torchvision

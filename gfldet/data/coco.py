@@ -89,8 +89,12 @@ class CocoDetection(Dataset):
             self.num_filtered_empty = 0
         if not self.records:
             raise DataError(f"{ann_file}: no usable images left (filter_empty={filter_empty}, "
-                            f"{self.problems.total()} problem(s)); check the split's ann_file and img_dir in the config's data section")
+                            f"{self.problems.total()} problem(s)); check the split's ann_file and img_dir in "
+                            f"the config's data section")
         self.problems.log()
+        if self.num_filtered_empty:
+            logger.info("%s: %d image(s) without boxes left out of training (filter_empty)", ann_file,
+                        self.num_filtered_empty)
         self.image_ids = [r.image_id for r in self.records]
 
     @property

@@ -40,7 +40,8 @@ def load_detector(cfg: Config, checkpoint: str | Path, device: torch.device) -> 
         cfg.model.num_classes = len(meta["class_names"])
     model_cfg = copy.deepcopy(cfg.model)
     if "pretrained" in model_cfg.backbone:
-        model_cfg.backbone["pretrained"] = False  # the checkpoint holds every weight: load (or download) no ImageNet ones
+        # the checkpoint holds every weight: load (or download) no ImageNet ones
+        model_cfg.backbone["pretrained"] = False
     model = build_detector(model_cfg)
     try:
         model.load_state_dict(checkpoint_weights(state))

@@ -120,3 +120,10 @@ def test_cli_reports_bad_data_without_traceback(tmp_path, capsys):
     assert main(["data", "browse", str(cfg), "--out", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err
     assert "not a COCO detection file" in err and "Traceback" not in err
+
+
+def test_images_without_boxes_left_out_of_training_are_counted_and_logged(tmp_path, caplog):
+    with caplog.at_level("INFO", logger="gfldet.data"):
+        ds = _build(tmp_path, [GOOD], images=((1, 64, 64), (2, 64, 64)))
+    assert ds.num_filtered_empty == 1 and [r.image_id for r in ds.records] == [1]
+    assert "1 image(s) without boxes left out of training" in caplog.text
