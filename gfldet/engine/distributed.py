@@ -5,7 +5,9 @@ evaluator call them unconditionally.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
+import gc
 import os
 from typing import Any
 
@@ -15,7 +17,7 @@ from torch import nn
 
 __all__ = [
     "init_distributed", "is_distributed", "get_rank", "get_world_size", "is_main_process",
-    "all_gather_objects", "broadcast_object", "convert_sync_batchnorm", "cleanup_distributed",
+    "all_gather_objects", "broadcast_object", "convert_sync_batchnorm", "cleanup_distributed", "distributed_scope",
 ]
 
 
@@ -55,9 +57,33 @@ def init_distributed(device_type: str, *, timeout_minutes: float = 30.0) -> torc
     return device
 
 
-def cleanup_distributed() -> None:
-    if is_distributed():
-        dist.destroy_process_group()
+def cleanup_distributed(*, wait_for_peers: bool = True) -> None:
+    """Leave the process group (no-op outside one).
+
+    Drop every reference to DistributedDataParallel wrappers first: a wrapper that outlives the group (DDP sits in
+    a reference cycle, so only the garbage collector frees it) makes gloo abort the process at exit, now and then
+    ("terminate called without an active exception", SIGABRT). ``wait_for_peers`` first waits until every rank is
+    here, so that no rank closes its connections while a peer still uses them; pass False on an error path, where
+    the peers may never come.
+    """
+    if not is_distributed():
+        return
+    gc.collect()
+    if wait_for_peers:
+        dist.barrier()
+    dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def distributed_scope():
+    """Leave the process group when the block (or decorated function) ends: after the other ranks on success, at
+    once on an exception. Whatever joins the group inside the block (``init_distributed``) is left by it."""
+    try:
+        yield
+    except BaseException:
+        cleanup_distributed(wait_for_peers=False)
+        raise
+    cleanup_distributed()
 
 
 def all_gather_objects(obj: Any) -> list[Any]:

@@ -17,7 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from gfldet.config import Config, ConfigError, check_keys, dump_config
 from gfldet.engine.checkpointer import Checkpointer, load_checkpoint, load_model_weights
-from gfldet.engine.distributed import (cleanup_distributed, convert_sync_batchnorm, get_rank, get_world_size,
+from gfldet.engine.distributed import (convert_sync_batchnorm, distributed_scope, get_rank, get_world_size,
                                        init_distributed, is_main_process)
 from gfldet.engine.evaluator import CocoEvaluator, format_ap_table, predictions_to_coco
 from gfldet.engine.host_allocator import CPU_ALLOCATOR_MODES, configure_cpu_allocator
@@ -143,6 +143,7 @@ def _build_model(cfg: Config, *, device: torch.device, load_from: str | Path | N
     return model.to(device, memory_format=memory_format)
 
 
+@distributed_scope()
 def train(cfg: Config, *, work_dir: str | Path, resume: str | Path | None = None,
           load_from: str | Path | None = None) -> Trainer:
     """Train the detector of ``cfg``; ``resume`` restores the full state, ``load_from`` only model weights."""
@@ -189,8 +190,5 @@ def train(cfg: Config, *, work_dir: str | Path, resume: str | Path | None = None
     if is_main_process():
         work_dir.mkdir(parents=True, exist_ok=True)
         dump_config(cfg, work_dir / "config.yaml")
-    try:
-        trainer.train()
-    finally:
-        cleanup_distributed()
+    trainer.train()
     return trainer

@@ -13,7 +13,7 @@ import torch
 from gfldet.config import Config, check_keys
 from gfldet.data.coco import IMAGE_SUFFIXES, Sample, read_rgb
 from gfldet.engine.checkpointer import checkpoint_weights, load_checkpoint
-from gfldet.engine.distributed import get_world_size, is_main_process
+from gfldet.engine.distributed import distributed_scope, get_world_size, is_main_process
 from gfldet.engine.evaluator import (CocoEvaluator, check_results_format, format_ap_table, predictions_to_coco,
                                      write_submission)
 from gfldet.engine.inference import evaluated_image_ids, run_inference
@@ -50,6 +50,7 @@ def load_detector(cfg: Config, checkpoint: str | Path, device: torch.device) -> 
     return optimize_for_inference(model.to(device), channels_last=True), meta
 
 
+@distributed_scope()
 def evaluate_checkpoint(cfg: Config, checkpoint: str | Path, *, split: str, work_dir: str | Path,
                         format_only: bool, name: str, analyze: bool = False) -> dict | None:
     """COCO-evaluate ``checkpoint`` on ``split`` (sharded over ranks under torchrun).

@@ -88,11 +88,14 @@ class Trainer:
 
     # -- the loop -----------------------------------------------------------------------------------
     def train(self) -> None:
+        """Train up to ``max_iters``. Afterwards ``model`` is the bare model: the DistributedDataParallel wrapper is
+        let go, as it must not outlive the process group (see ``cleanup_distributed``)."""
         try:
             while self.iteration < self.max_iters:
                 self._train_epoch()
         finally:
             self.logger.close()
+            self.model = self.bare_model
 
     def _train_epoch(self) -> None:
         self.model.train()

@@ -4,15 +4,15 @@ import sys
 import torch
 
 from engine_fakes import make_trainer
-from gfldet.engine.distributed import cleanup_distributed, get_rank, get_world_size, init_distributed
+from gfldet.engine.distributed import distributed_scope, get_rank, get_world_size, init_distributed
 from gfldet.engine.reproducibility import set_deterministic
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
     set_deterministic(True)
-    init_distributed("cpu")
-    world_size = get_world_size()
-    trainer = make_trainer(sys.argv[1], max_iters=6, batch_size=4 // world_size, checkpoint_interval=6,
-                           rank=get_rank(), world_size=world_size)
-    trainer.train()
-    cleanup_distributed()
+    with distributed_scope():
+        init_distributed("cpu")
+        world_size = get_world_size()
+        trainer = make_trainer(sys.argv[1], max_iters=6, batch_size=4 // world_size, checkpoint_interval=6,
+                               rank=get_rank(), world_size=world_size)
+        trainer.train()

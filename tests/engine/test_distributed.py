@@ -3,16 +3,20 @@
 Tolerance: gloo's all-reduce sums the two ranks' gradients in a different order than a single process's
 backward, so weights agree to float32 rounding (measured max difference 1e-7 after 6 SGD steps; we allow 1e-5).
 """
+import gc
 import os
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
 
-from engine_fakes import TinyDetector
+from engine_fakes import TinyDetector, make_trainer
 from gfldet.engine.checkpointer import load_checkpoint
+from gfldet.engine.distributed import distributed_scope, is_distributed
 
 HERE = Path(__file__).parent
 
@@ -42,3 +46,34 @@ def test_two_process_ddp_matches_single_process_with_same_total_batch(tmp_path):
     assert moved > 1e-3  # training really changed the weights
     model = TinyDetector()
     model.load_state_dict(ddp["model"])  # the DDP checkpoint loads in a single process (no "module." prefix)
+
+
+@pytest.fixture
+def one_rank_group(monkeypatch):
+    """A real gloo process group of one rank in this process; records the barriers entered."""
+    barriers = []
+    real_barrier = dist.barrier
+    monkeypatch.setattr(dist, "barrier", lambda *a, **k: (barriers.append(1), real_barrier(*a, **k)))
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    yield barriers
+    if is_distributed():
+        dist.destroy_process_group()
+
+
+def test_trainer_lets_the_ddp_wrapper_go_before_the_group_is_left(one_rank_group, tmp_path):
+    # A DDP wrapper alive after destroy_process_group made gloo abort ranks at exit (SIGABRT, ~1 run in 3)
+    with distributed_scope():
+        trainer = make_trainer(tmp_path, max_iters=2, world_size=1)
+        trainer.model = torch.nn.parallel.DistributedDataParallel(trainer.model)
+        wrapper = weakref.ref(trainer.model)
+        trainer.train()
+        assert trainer.model is trainer.bare_model
+        gc.collect()
+        assert wrapper() is None  # nothing else holds it (cleanup_distributed also collects cycles)
+    assert not is_distributed() and one_rank_group == [1]  # waited for the peers, then left
+
+
+def test_distributed_scope_leaves_at_once_on_error(one_rank_group):
+    with pytest.raises(RuntimeError, match="rank failed"), distributed_scope():
+        raise RuntimeError("rank failed")
+    assert not is_distributed() and one_rank_group == []  # no barrier: the peers may never come
