@@ -76,8 +76,9 @@ def cleanup_distributed(*, wait_for_peers: bool = True) -> None:
 
 @contextlib.contextmanager
 def distributed_scope():
-    """Leave the process group when the block (or decorated function) ends: after the other ranks on success, at
-    once on an exception. Whatever joins the group inside the block (``init_distributed``) is left by it."""
+    """Leave the process group, if one is joined by then, when the block (or decorated function) ends: after the
+    other ranks on success, at once on an exception. ``gfldet train`` / ``gfldet test`` run inside one, so ranks
+    that finish early (those that do not write the evaluation) wait for rank 0 before leaving."""
     try:
         yield
     except BaseException:
