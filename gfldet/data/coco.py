@@ -3,8 +3,8 @@
 Labels are contiguous 0..C-1 inside (categories sorted by id), original category ids outside (``ds.cat_ids``).
 Crowd boxes are ignore boxes, never targets. ``filter_empty`` leaves out images without any valid or crowd box
 (training only; evaluation splits keep every image; a crowd-only image stays: its crowd regions are negatives to
-ignore). Files without ``annotations`` (test-dev image info) load as images
-without boxes. ``ds.coco`` is the pycocotools index of the file *as written* (what COCO evaluation must use).
+ignore). Files without ``annotations`` (test-dev image info) load as images without boxes. ``ds.coco`` is the
+pycocotools index of the file *as written* (what COCO evaluation must use).
 """
 
 from __future__ import annotations

@@ -23,7 +23,6 @@ from gfldet.data.problems import DataError, ProblemLog
 __all__ = ["VocObject", "VocImage", "parse_voc_xml", "convert_voc"]
 
 
-
 @dataclass
 class VocObject:
     """One <object>: class name, difficult flag, VOC 1-based ``(xmin, ymin, xmax, ymax)``."""
