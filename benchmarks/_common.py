@@ -1,6 +1,8 @@
 """Shared pieces of the benchmark scripts: the torchvision FCOS peer, gfldet's R-50 model, arguments, reports.
 
-Timing itself lives in ``gfldet.engine.benchmark`` (interleaved runs, medians, wall and CPU clocks).
+Timing itself lives in ``gfldet.engine.benchmark`` (interleaved runs, medians, wall and CPU clocks). On a GPU
+(``--device cuda``) every stage is synchronised, ratios are of wall time, and each contender's memory is measured
+on its own (:func:`cuda_memory_lines`).
 """
 from __future__ import annotations
 
@@ -18,8 +20,9 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from gfldet.config import load_config
-from gfldet.engine.benchmark import StageTimes, environment_lines, median_ratio
+from gfldet.engine.benchmark import PeakMemory, Stage, StageTimes, environment_lines, median_ratio
 from gfldet.engine.host_allocator import CPU_ALLOCATOR_MODES, configure_cpu_allocator
+from gfldet.engine.launch import resolve_device
 from gfldet.models import build_detector
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,6 +55,8 @@ def build_fcos_r50(*, height: int, width: int, score_thresh: float = 0.05, nms_t
 
 def add_common_arguments(parser: argparse.ArgumentParser, *, default_runs: int, default_warmup: int = 1) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes and 1 run: a smoke test, not a figure")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where every contender runs (cuda: cudnn.benchmark on for all; default cpu)")
     parser.add_argument("--runs", type=int, default=default_runs, help="timed rounds (median reported)")
     parser.add_argument("--warmup", type=int, default=default_warmup, help="untimed rounds first")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
@@ -64,18 +69,31 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, default_runs: int, 
 
 
 def setup(args: argparse.Namespace) -> None:
-    """Seed, threads, allocator, --quick; records the machine, versions, allocator, date and load average."""
+    """Seed, threads, device, allocator, --quick; sets ``args.device`` to a ``torch.device`` and records the
+    machine, versions, allocator, date and load average in ``args.environment``."""
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
-    changed = configure_cpu_allocator(args.cpu_allocator)
+    args.device = torch.device(resolve_device(args.device, setting="--device"))
     if args.quick:
         args.runs, args.warmup = 1, 0
+    if args.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # what `gfldet train/test` set on a GPU; the peer gets it too
+        args.environment = [*environment_lines(args.device), "cudnn.benchmark: on (every contender)"]
+        return
+    changed = configure_cpu_allocator(args.cpu_allocator)
     allocator = args.cpu_allocator if changed else f"{args.cpu_allocator} (malloc unchanged)"
-    args.environment = [*environment_lines(torch.device("cpu")), f"CPU allocator (every contender): {allocator}"]
+    args.environment = [*environment_lines(args.device), f"CPU allocator (every contender): {allocator}"]
 
 
-def ratio_lines(times: dict[str, StageTimes], *, peer: str, batch_size: int) -> list[str]:
-    """Markdown table rows: per pipeline, median wall and CPU ms per image and the ratio to ``peer``."""
+def ratio_lines(times: dict[str, StageTimes], *, peer: str, batch_size: int, device: torch.device) -> list[str]:
+    """Markdown table rows: per pipeline, median ms per image, images/s and the ratio of times to ``peer``; on the
+    CPU also process CPU time (on a GPU the host's CPU time says little: it spins in synchronize)."""
+    if device.type == "cuda":
+        rows = ["| pipeline | ms/img | images/s | time ratio |", "|---|---:|---:|---:|"]
+        for name, t in times.items():
+            rows.append(f"| {name} | {1000 * t.median_total() / batch_size:.2f} | "
+                        f"{batch_size / t.median_total():.1f} | {median_ratio(t, times[peer]):.3f} |")
+        return rows
     rows = ["| pipeline | wall ms/img | CPU ms/img | wall ratio | CPU ratio |", "|---|---:|---:|---:|---:|"]
     for name, t in times.items():
         rows.append(f"| {name} | {1000 * t.median_total() / batch_size:.1f} | "
@@ -84,25 +102,52 @@ def ratio_lines(times: dict[str, StageTimes], *, peer: str, batch_size: int) -> 
     return rows
 
 
-def stage_lines(times: dict[str, StageTimes], *, batch_size: int) -> list[str]:
-    """Markdown table rows: median CPU ms per image of every stage of every pipeline."""
-    rows = ["| pipeline | " + " | ".join(f"{s} (CPU ms/img)" for s in next(iter(times.values())).names) + " |",
-            "|---|" + "---:|" * len(next(iter(times.values())).names)]
+def stage_lines(times: dict[str, StageTimes], *, batch_size: int, device: torch.device) -> list[str]:
+    """Markdown table rows: median ms per image of every stage of every pipeline (CPU time on the CPU, wall time
+    of the synchronised stage on a GPU)."""
+    clock = "wall" if device.type == "cuda" else "cpu"
+    names = next(iter(times.values())).names
+    rows = ["| pipeline | " + " | ".join(f"{s} ({clock} ms/img)" for s in names) + " |",
+            "|---|" + "---:|" * len(names)]
     for name, t in times.items():
-        rows.append(f"| {name} | " + " | ".join(f"{1000 * t.median(s, 'cpu') / batch_size:.1f}"
+        rows.append(f"| {name} | " + " | ".join(f"{1000 * t.median(s, clock) / batch_size:.2f}"
                                                 for s in t.names) + " |")
     return rows
 
 
+def cuda_memory_lines(pipelines: dict[str, tuple[list[Stage], object]], modules: dict[str, torch.nn.Module],
+                      *, device: torch.device) -> list[str]:
+    """Markdown table rows: each contender's GPU memory, measured alone over one more run of its stages.
+
+    "held" = bytes of tensors allocated before the run (every contender's weights, optimizer state and inputs
+    share the card, so the absolute peak would mix them up); "peak during run" = the run's
+    ``max_memory_allocated`` minus "held"; ``modules[name]``'s parameters and buffers are listed for reference.
+    Call after the timed runs, so that cudnn's autotuning workspaces are not counted.
+    """
+    rows = ["| pipeline | weights (MiB) | peak during run, above held (MiB) |", "|---|---:|---:|"]
+    for name, (stages, value) in pipelines.items():
+        torch.cuda.synchronize(device)
+        held = torch.cuda.memory_allocated(device)
+        with PeakMemory(device) as memory:
+            for _, fn in stages:
+                value = fn(value)
+        weights = sum(t.numel() * t.element_size() for t in [*modules[name].parameters(), *modules[name].buffers()])
+        rows.append(f"| {name} | {weights / 2**20:.1f} | {(memory.peak_bytes - held) / 2**20:.1f} |")
+    return rows
+
+
 def write_report(args: argparse.Namespace, *, name: str, title: str, body: list[str]) -> Path:
-    """Print the snippet and write it to ``args.md`` (default benchmarks/results/<name>.md)."""
+    """Print the snippet and write it to ``args.md`` (default benchmarks/results/<name>[_cuda][_quick].md); the
+    title gets the device kind appended."""
     command = "python " + " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
     load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
-    lines = [f"### {title}", "", *[f"- {line}" for line in args.environment], f"- load average at the end: {load}",
-             f"- command: `{command}`", "", *body, ""]
+    on_gpu = args.device.type == "cuda"
+    lines = [f"### {title} ({'GPU' if on_gpu else 'CPU'})", "", *[f"- {line}" for line in args.environment],
+             f"- load average at the end: {load}", f"- command: `{command}`", "", *body, ""]
     text = "\n".join(lines)
     print(text)
-    path = args.md or REPO / "benchmarks/results" / f"{name}{'_quick' if args.quick else ''}.md"
+    suffix = ("_cuda" if on_gpu else "") + ("_quick" if args.quick else "")
+    path = args.md or REPO / "benchmarks/results" / f"{name}{suffix}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     print(f"wrote {path}")

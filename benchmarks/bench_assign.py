@@ -1,10 +1,12 @@
-"""Benchmark: batched ATSS assignment vs a per-image loop of the same code (CPU).
+"""Benchmark: batched ATSS assignment vs a per-image loop of the same code (CPU, or a GPU with --device cuda).
 
 A batch of N images of H x W (padded to a multiple of 32), GFL priors (strides 8..128, anchor side 8 x stride,
 centres at (x * stride, y * stride)) and G random GTs per image. Prints the median wall and CPU time of each
-path and their ratios, and checks that both give the same assignment.
+path and their ratios, and checks that both give the same assignment. On a GPU every timed call ends with a
+synchronisation (CPU time then says little: the host spins while it waits).
 
     python benchmarks/bench_assign.py [--images 16] [--gts 30] [--size 800 1333] [--runs 7] [--threads 1] [--no-grid]
+        [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import time
 import torch
 
 from gfldet.assigners import ATSSAssigner, assign_per_image, pad_gt_boxes
+from gfldet.engine.benchmark import synchronize
+from gfldet.engine.launch import resolve_device
 from gfldet.models.priors import PriorGenerator
 
 STRIDES = (8, 16, 32, 64, 128)
@@ -31,6 +35,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=7, help="timed runs per path (median reported)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--no-grid", dest="grid", action="store_false",
                         help="exhaustive nearest-prior search (do not pass level_grids)")
     return parser.parse_args()
@@ -46,7 +51,7 @@ def random_boxes(generator: torch.Generator, num: int, height: int, width: int) 
     return boxes
 
 
-def time_ms(fn, runs: int) -> tuple[float, float]:
+def time_ms(fn, runs: int, device: torch.device) -> tuple[float, float]:
     """Median wall time and median process CPU time of ``fn`` in ms over ``runs`` calls (after a warm-up call).
     With one thread, CPU time is the fairer number on a shared machine: it leaves out time spent descheduled."""
     fn()
@@ -54,6 +59,7 @@ def time_ms(fn, runs: int) -> tuple[float, float]:
     for _ in range(runs):
         wall_start, cpu_start = time.perf_counter(), time.process_time()
         fn()
+        synchronize(device)
         cpu.append((time.process_time() - cpu_start) * 1000)
         wall.append((time.perf_counter() - wall_start) * 1000)
     return statistics.median(wall), statistics.median(cpu)
@@ -62,14 +68,16 @@ def time_ms(fn, runs: int) -> tuple[float, float]:
 def main() -> int:
     args = parse_args()
     torch.set_num_threads(args.threads)
+    device = torch.device(resolve_device(args.device, setting="--device"))
     height, width = args.size
     pad_h, pad_w = (math.ceil(v / PAD_DIVISOR) * PAD_DIVISOR for v in (height, width))
     generator = PriorGenerator(strides=STRIDES, octave_base_scale=8.0)
-    priors = generator([(math.ceil(pad_h / s), math.ceil(pad_w / s)) for s in STRIDES], device="cpu")
+    priors = generator([(math.ceil(pad_h / s), math.ceil(pad_w / s)) for s in STRIDES], device=device)
     prior_valid = generator.valid_flags(priors, [(height, width)] * args.images, pad_size_divisor=PAD_DIVISOR)
     rng = torch.Generator().manual_seed(args.seed)
-    gt_list = [random_boxes(rng, args.gts, height, width) for _ in range(args.images)]
-    gt_boxes, _, gt_valid = pad_gt_boxes(gt_list, [torch.zeros(args.gts, dtype=torch.long)] * args.images)
+    gt_list = [random_boxes(rng, args.gts, height, width).to(device) for _ in range(args.images)]
+    labels = [torch.zeros(args.gts, dtype=torch.long, device=device)] * args.images
+    gt_boxes, _, gt_valid = pad_gt_boxes(gt_list, labels)
     assigner = ATSSAssigner(topk=9)
     anchors, per_level = priors.anchors_px, list(priors.num_per_level)
     grids = [(math.ceil(pad_h / s), math.ceil(pad_w / s), s) for s in STRIDES] if args.grid else None
@@ -81,10 +89,10 @@ def main() -> int:
         return assign_per_image(assigner, anchors, per_level, gt_list, prior_valid, level_grids=grids)
 
     same = torch.equal(batched().gt_index, per_image().gt_index)
-    batched_ms, per_image_ms = time_ms(batched, args.runs), time_ms(per_image, args.runs)
+    batched_ms, per_image_ms = time_ms(batched, args.runs, device), time_ms(per_image, args.runs, device)
     print(f"ATSS assignment: {args.images} images {height}x{width}, {anchors.shape[0]} priors, {args.gts} GTs/image, "
           f"{'windowed' if args.grid else 'exhaustive'} search, {args.threads} thread(s), {args.runs} runs, "
-          f"torch {torch.__version__}")
+          f"torch {torch.__version__}, device {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}")
     print("              wall (median)  CPU (median)")
     print(f"  batched   : {batched_ms[0]:9.1f} ms  {batched_ms[1]:9.1f} ms")
     print(f"  per-image : {per_image_ms[0]:9.1f} ms  {per_image_ms[1]:9.1f} ms")

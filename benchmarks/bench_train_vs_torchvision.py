@@ -2,6 +2,7 @@
 
     python benchmarks/bench_train_vs_torchvision.py [--quick] [--runs 5] [--warmup 3] [--threads 2]
         [--sizes 2x800x1333 8x512x512] [--amp off bf16] [--cpu-allocator reuse|system]
+    python benchmarks/bench_train_vs_torchvision.py --device cuda --sizes 2x800x1333 --amp off fp16 bf16
 
 One process, identical random images and GT boxes (8 per image, labels in 0..79), random weights, SGD (lr 1e-3,
 momentum 0.9, weight decay 1e-4) over the trainable parameters of each model. Frozen parts as far as torchvision
@@ -11,18 +12,20 @@ remain: gfldet's BatchNorms in layer2-4 keep trainable affine parameters (mmdete
 FrozenBatchNorm2d freezes them); the GFL head predicts 4 x 17 distribution logits per prior where FCOS predicts
 4 distances + 1 centerness; FCOS's tower convs have biases and its FPN has a ReLU before P7; the losses differ by
 design (ATSS + QFL + DFL + GIoU vs centre sampling + focal + GIoU + centerness BCE); FCOS's transform runs a
-resize by exactly 1 and a mean-0/std-1 normalisation pass over the batch. ``--amp bf16`` runs the forward and loss
-of every contender under ``torch.autocast("cpu", torch.bfloat16)`` (gfldet's ``train.amp: bf16``).
+resize by exactly 1 and a mean-0/std-1 normalisation pass over the batch. ``--amp bf16|fp16`` runs the forward and
+loss of every contender under autocast (gfldet's ``train.amp``), fp16 with a GradScaler for every contender. On a
+GPU (``--device cuda``) FCOS is also timed with channels_last weights, and each contender's memory is measured.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
+import copy
 import os
 
 import torch
 
 import _common
+from gfldet.engine.amp import AMP_MODES, autocast, make_grad_scaler
 from gfldet.engine.benchmark import run_interleaved, synthetic_batch
 
 LR, MOMENTUM, WEIGHT_DECAY = 1e-3, 0.9, 1e-4
@@ -33,50 +36,65 @@ def sgd(model: torch.nn.Module) -> torch.optim.SGD:
                            weight_decay=WEIGHT_DECAY)
 
 
-def step_stages(forward_loss, optimizer, *, amp: str):
-    """forward+loss (input ignored; under bf16 autocast for ``amp`` bf16) -> backward -> optimizer step; the split
-    every contender shares."""
+def step_stages(model, forward_loss, *, device: torch.device, amp: str):
+    """forward+loss (input ignored; under autocast for ``amp``) -> backward (loss scaled for fp16) -> optimizer
+    step (SGD, see the module docstring; scaler update, zero_grad): the split every contender shares."""
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=LR, momentum=MOMENTUM,
+                                weight_decay=WEIGHT_DECAY)
+    scaler = make_grad_scaler(device, amp)
+
     def losses(_):
-        with torch.autocast("cpu", dtype=torch.bfloat16) if amp == "bf16" else contextlib.nullcontext():
+        with autocast(device, amp):
             return sum(forward_loss().values())
 
     def step(_):
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         optimizer.zero_grad(set_to_none=True)
 
-    return [("forward+loss", losses), ("backward", lambda total: total.backward()), ("optimizer", step)]
+    return [("forward+loss", losses), ("backward", lambda total: scaler.scale(total).backward()),
+            ("optimizer", step)]
 
 
-def gfl_pipeline(model, batch, *, channels_last: bool, amp: str):
+def gfl_pipeline(model, batch, *, channels_last: bool, device: torch.device, amp: str):
     model.train()
     images = batch.images
     if channels_last:
         model.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
-    return step_stages(lambda: model(images, batch.image_sizes, batch.gt_boxes, batch.gt_labels), sgd(model),
-                       amp=amp)
+    return step_stages(model, lambda: model(images, batch.image_sizes, batch.gt_boxes, batch.gt_labels),
+                       device=device, amp=amp)
 
 
-def fcos_pipeline(model, batch, *, amp: str):
+def fcos_pipeline(model, batch, *, device: torch.device, amp: str):
     model.train()
     images = [im[:, :h, :w] for im, (h, w) in zip(batch.images, batch.image_sizes)]
     targets = [{"boxes": b, "labels": lab} for b, lab in zip(batch.gt_boxes, batch.gt_labels)]
-    return step_stages(lambda: model(images, targets), sgd(model), amp=amp)
+    return step_stages(model, lambda: model(images, targets), device=device, amp=amp)
 
 
 def run_size(args, batch_size: int, height: int, width: int, amp: str) -> list[str]:
-    batch = synthetic_batch(batch_size=batch_size, height=height, width=width, num_classes=_common.NUM_CLASSES)
-    pipelines = {
-        "gfldet (channels_last)": (gfl_pipeline(_common.build_gfl_r50(), batch, channels_last=True, amp=amp), None),
-        "gfldet (NCHW)": (gfl_pipeline(_common.build_gfl_r50(), batch, channels_last=False, amp=amp), None),
-        "torchvision FCOS": (fcos_pipeline(_common.build_fcos_r50(height=height, width=width), batch, amp=amp),
-                             None)}
-    times = run_interleaved(pipelines, runs=args.runs, warmup=args.warmup, device=torch.device("cpu"))
-    precision = "fp32" if amp == "off" else "bf16 autocast (all contenders)"
-    return [f"**Batch {batch_size}, {height}x{width}** (padded {batch.images.shape[2]}x{batch.images.shape[3]}), "
-            f"{precision}; load average after: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}", "",
-            *_common.ratio_lines(times, peer="torchvision FCOS", batch_size=batch_size), "",
-            *_common.stage_lines(times, batch_size=batch_size), ""]
+    device = args.device
+    batch = synthetic_batch(batch_size=batch_size, height=height, width=width, num_classes=_common.NUM_CLASSES,
+                            device=device)
+    fcos = _common.build_fcos_r50(height=height, width=width).to(device)
+    models = {"gfldet (channels_last)": _common.build_gfl_r50().to(device),
+              "gfldet (NCHW)": _common.build_gfl_r50().to(device), "torchvision FCOS": fcos}
+    if device.type == "cuda":
+        models["torchvision FCOS (channels_last)"] = copy.deepcopy(fcos).to(memory_format=torch.channels_last)
+    pipelines = {name: ((fcos_pipeline(model, batch, device=device, amp=amp) if name.startswith("torchvision")
+                         else gfl_pipeline(model, batch, channels_last="channels_last" in name, device=device,
+                                           amp=amp)), None)
+                 for name, model in models.items()}
+    times = run_interleaved(pipelines, runs=args.runs, warmup=args.warmup, device=device)
+    precision = "fp32" if amp == "off" else f"{amp} autocast (every contender)"
+    lines = [f"**Batch {batch_size}, {height}x{width}** (padded {batch.images.shape[2]}x{batch.images.shape[3]}), "
+             f"{precision}; load average after: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}", "",
+             *_common.ratio_lines(times, peer="torchvision FCOS", batch_size=batch_size, device=device), "",
+             *_common.stage_lines(times, batch_size=batch_size, device=device), ""]
+    if device.type == "cuda":
+        lines += [*_common.cuda_memory_lines(pipelines, models, device=device), ""]
+    return lines
 
 
 def main() -> None:
@@ -84,7 +102,7 @@ def main() -> None:
     # 3 warm-up steps: the heap grows over the first steps (page faults) before a training run's steady state
     _common.add_common_arguments(parser, default_runs=5, default_warmup=3)
     parser.add_argument("--sizes", nargs="+", default=["2x800x1333", "8x512x512"], help="NxHxW settings")
-    parser.add_argument("--amp", nargs="+", choices=("off", "bf16"), default=["off", "bf16"],
+    parser.add_argument("--amp", nargs="+", choices=list(AMP_MODES), default=["off", "bf16"],
                         help="precision modes, each run for every contender (default: off and bf16)")
     args = parser.parse_args()
     _common.setup(args)
@@ -94,8 +112,7 @@ def main() -> None:
     for batch_size, height, width in sizes:
         for amp in args.amp:
             body += run_size(args, batch_size, height, width, amp)
-    _common.write_report(args, name="train_vs_torchvision", title="Training step vs torchvision FCOS (CPU)",
-                         body=body)
+    _common.write_report(args, name="train_vs_torchvision", title="Training step vs torchvision FCOS", body=body)
 
 
 if __name__ == "__main__":
