@@ -4,6 +4,7 @@ Random weights unless ``--ckpt`` is given (nothing is downloaded: ``model.backbo
 ``infer`` times backbone+neck / head / post-processing of ``model.predict``, after ``optimize_for_inference``
 (BatchNorm folding, channels_last; ``--no-optimize`` times the plain model); ``train`` times forward / loss /
 backward / optimizer of one step with random GT boxes, using the config's ``optimizer`` section.
+``--profile`` and ``--find-syncs`` then say where the time goes (see ``gfldet.engine.benchmark``).
 """
 from __future__ import annotations
 
@@ -37,6 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="NHWC weights and activations (default on)")
     parser.add_argument("--compile", action="store_true", help="torch.compile backbone, neck and head")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    parser.add_argument("--profile", nargs="?", const="", metavar="TRACE.json",
+                        help="after timing, profile 3 more runs: operators by self time (and how busy the GPU "
+                             "was); with a path, also write a Chrome trace there")
+    parser.add_argument("--find-syncs", action="store_true",
+                        help="cuda: run once more and list the source lines where the host waited for the GPU")
     parser.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
 
 
@@ -67,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
 
     height, width = parse_size(args.size)
     _check_counts(args)
+    if args.find_syncs and args.device == "cpu":
+        raise GfldetError("--find-syncs needs a GPU (--device cuda or auto): on the CPU nothing waits")
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = load_config(args.config, args.opts)
@@ -94,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         times = bench.run_interleaved({"gfldet": (stages, batch.images)}, runs=args.runs, warmup=args.warmup,
                                       device=device)["gfldet"]
     _report(args, device, (height, width), batch, optimisations, times, memory)
+    _diagnose(args, device, stages, batch)
     return 0
 
 
@@ -133,6 +142,25 @@ def _stages(model, batch, cfg, args, device):
                      f"compile(backbone+neck+head)={'on' if args.compile else 'off'}; "
                      f"optimizer {type(optimizer).__name__}")
     return stages, optimisations
+
+
+def _diagnose(args, device, stages, batch) -> None:
+    """--profile and --find-syncs, after the timed runs."""
+    from gfldet.engine import benchmark as bench
+
+    if args.profile is not None:
+        trace = args.profile or None
+        print(f"profile of 3 runs ({'GPU' if device.type == 'cuda' else 'CPU'} self time):")
+        print("\n".join(bench.profile_runs(stages, batch.images, device=device, trace_path=trace)))
+        if trace:
+            print(f"Chrome trace: {trace}")
+    if args.find_syncs:
+        if device.type != "cuda":
+            raise GfldetError("--find-syncs needs a GPU: no GPU is visible")
+        syncs = bench.find_host_syncs(stages, batch.images, device=device)
+        print(f"host-GPU synchronisations in one run: {sum(syncs.values())}")
+        for where, count in syncs.most_common():
+            print(f"{count:>6} x {where}")
 
 
 def _report(args, device, size, batch, optimisations, times, memory) -> None:

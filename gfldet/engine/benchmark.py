@@ -11,9 +11,14 @@ growth of the process's peak resident set size (``VmHWM`` of ``/proc/self/status
 ``/proc/self/clear_refs`` before the runs; it includes allocator caches and the Python heap). Where that reset is
 not possible the growth of ``resource.getrusage().ru_maxrss`` is reported, which is 0 when the process peaked
 earlier; :attr:`PeakMemory.method` says which one was used.
+
+Where the time goes: :func:`profile_runs` (torch.profiler: operators by self time, and on a GPU the share of the
+wall time its kernels kept it busy, which tells a launch- or host-bound pipeline from a GPU-bound one);
+:func:`find_host_syncs` (the source lines where the host waited for the GPU).
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime
 import math
@@ -22,6 +27,8 @@ import platform
 import resource
 import statistics
 import time
+import traceback
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -31,8 +38,8 @@ import torch
 from gfldet.data.batching import Batch
 
 __all__ = ["Stage", "StageTimes", "PeakMemory", "synchronize", "synthetic_batch", "run_interleaved",
-           "median_ratio", "inference_stages", "training_stages", "stage_table", "cpu_model",
-           "environment_lines"]
+           "median_ratio", "inference_stages", "training_stages", "stage_table", "profile_runs", "find_host_syncs",
+           "cpu_model", "environment_lines"]
 
 Stage = tuple[str, Callable[[Any], Any]]
 
@@ -96,6 +103,12 @@ def run_interleaved(pipelines: Mapping[str, tuple[Sequence[Stage], Any]], *, run
                 times[name].cpu.append(cpu)
             times[name].last_output = value
     return times
+
+
+def _run_once(stages: Sequence[Stage], value: Any) -> Any:
+    for _, fn in stages:
+        value = fn(value)
+    return value
 
 
 def median_ratio(numerator: StageTimes, denominator: StageTimes, clock: str = "wall") -> float:
@@ -230,6 +243,76 @@ def stage_table(times: StageTimes, *, batch_size: int) -> list[str]:
                  f"{1000 * times.median_total('cpu') / batch_size:>12.1f}")
     lines.append(f"throughput: {batch_size / total:.2f} images/s (median of {len(times.wall)} timed runs)")
     return lines
+
+
+def profile_runs(stages: Sequence[Stage], first_input: Any, *, device: torch.device, runs: int = 3,
+                 top: int = 20, trace_path: str | os.PathLike | None = None) -> list[str]:
+    """Lines of a report on ``runs`` runs of the pipeline under ``torch.profiler``: the ``top`` operators by self
+    time (GPU time on a GPU, CPU time on the CPU) and, on a GPU, the share of the wall time during which its
+    kernels ran (well under 100 %: the GPU waits for the host: launch overhead, synchronisations). With
+    ``trace_path``, also a Chrome trace (open in https://ui.perfetto.dev or chrome://tracing)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    on_gpu = device.type == "cuda"
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if on_gpu else [])]
+    synchronize(device)
+    with profile(activities=activities) as prof:
+        start = time.perf_counter()
+        for _ in range(runs):
+            _run_once(stages, first_input)
+        synchronize(device)
+        wall_us = (time.perf_counter() - start) * 1e6
+    if trace_path is not None:
+        prof.export_chrome_trace(str(trace_path))
+    events = prof.key_averages()
+    lines = events.table(sort_by="self_device_time_total" if on_gpu else "self_cpu_time_total",
+                         row_limit=top).splitlines()
+    if on_gpu:
+        busy_us = sum(e.self_device_time_total for e in events)
+        lines.append(f"GPU kernels busy {100 * busy_us / wall_us:.0f}% of the wall time of {runs} runs "
+                     f"({busy_us / 1e3 / runs:.1f} of {wall_us / 1e3 / runs:.1f} ms per run)")
+    return lines
+
+
+_SYNC_WARNING = "synchroniz"  # torch.cuda.set_sync_debug_mode("warn"): "called a synchronizing CUDA operation"
+
+
+def find_host_syncs(stages: Sequence[Stage], first_input: Any, *, device: torch.device) -> collections.Counter:
+    """Run the pipeline once under ``torch.cuda.set_sync_debug_mode("warn")``; returns ``{source line: count}``
+    of the operations that made the host wait for the GPU (``.item()``, ``nonzero``, copies to the host...).
+    A source line is ``file:line (function)`` of the innermost gfldet frame on the Python stack at the time (the
+    innermost frame of any file when no gfldet code is on it, as for a peer)."""
+    found: collections.Counter = collections.Counter()
+
+    def record(message, category, filename, lineno, file=None, line=None):
+        if _SYNC_WARNING in str(message):
+            found[_source_line(traceback.extract_stack()[:-1])] += 1
+
+    synchronize(device)
+    with warnings.catch_warnings():  # restores warnings.showwarning on exit
+        warnings.simplefilter("always")
+        warnings.showwarning = record
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            _run_once(stages, first_input)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    synchronize(device)
+    return found
+
+
+def _source_line(stack: traceback.StackSummary) -> str:
+    """The innermost frame of ``stack`` in gfldet's code (else the innermost frame), leaving out the warnings
+    machinery and the frames that only run the pipeline (the stages' own code, e.g. ``training_stages``' backward,
+    does count)."""
+    package, here = Path(__file__).resolve().parents[1], Path(__file__).resolve()
+    frames = [(f, Path(f.filename).resolve()) for f in stack]
+    frames = [(f, path) for f, path in frames if path != Path(warnings.__file__).resolve()
+              and not (path == here and f.name in ("_run_once", "find_host_syncs", "record"))]
+    own = [(f, path) for f, path in frames if path.is_relative_to(package)]
+    frame, path = (own or frames)[-1]
+    shown = path.relative_to(package.parent) if own else path.name
+    return f"{shown}:{frame.lineno} ({frame.name})"
 
 
 def cpu_model() -> str:

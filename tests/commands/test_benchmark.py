@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
+import warnings
 import sys
 from pathlib import Path
 
@@ -110,3 +111,53 @@ def test_peak_memory_sees_a_large_allocation():
     assert method.strip()
     if method.startswith("CPU peak RSS"):
         assert int(peak_bytes) >= 48 * 2**20
+
+
+def test_profile_prints_operator_table_and_writes_a_chrome_trace(capsys, tmp_path):
+    trace = tmp_path / "trace.json"
+    assert command.run(_args("--mode", "train", "--batch", "1", "--profile", str(trace))) == 0
+    out = capsys.readouterr().out
+    assert "profile of 3 runs (CPU self time)" in out and "Self CPU" in out and "aten::convolution_backward" in out
+    assert "traceEvents" in json.loads(trace.read_text())
+
+
+def test_find_syncs_refuses_the_cpu():
+    with pytest.raises(GfldetError, match="--find-syncs needs a GPU"):
+        command.run(_args("--find-syncs"))
+
+
+def test_find_host_syncs_counts_the_sync_debug_warnings_per_source_line(monkeypatch):
+    """The warnings torch raises on a GPU under set_sync_debug_mode("warn"), simulated on the CPU."""
+    from gfldet.engine import benchmark as bench
+
+    modes = []
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", modes.append)
+
+    def synchronising_op():
+        warnings.warn("called a synchronizing CUDA operation", UserWarning)
+
+    def twice(x):
+        synchronising_op()
+        synchronising_op()
+        return x
+
+    stages = [("twice", twice), ("once", lambda x: synchronising_op() or x),
+              ("other warning", lambda x: warnings.warn("unrelated") or x)]
+    found = bench.find_host_syncs(stages, None, device=torch.device("cpu"))
+    assert modes == ["warn", "default"]
+    here = Path(__file__).name
+    assert found == {f"{here}:{synchronising_op.__code__.co_firstlineno + 1} (synchronising_op)": 3}
+
+
+def test_sync_source_line_is_the_innermost_gfldet_frame():
+    import traceback
+
+    from gfldet.engine import benchmark as bench
+
+    package = Path(bench.__file__).resolve().parents[1]
+    frame = traceback.FrameSummary
+    stack = traceback.StackSummary.from_list([
+        frame("/somewhere/train.py", 1, "main"), frame(str(package / "models/heads/targets.py"), 81, "build"),
+        frame(str(package / "engine/benchmark.py"), 5, "_run_once"), frame("/site/torch/functional.py", 9, "op")])
+    assert bench._source_line(stack) == "gfldet/models/heads/targets.py:81 (build)"
+    assert bench._source_line(stack[:1]) == "train.py:1 (main)"
