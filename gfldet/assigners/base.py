@@ -8,6 +8,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from gfldet.host_tensor import host_tensor
+
 __all__ = ["AssignResult", "pad_gt_boxes"]
 
 
@@ -34,7 +36,7 @@ def pad_gt_boxes(boxes: Sequence[Tensor], labels: Sequence[Tensor]) -> tuple[Ten
             )
     padded_boxes = torch.nn.utils.rnn.pad_sequence(list(boxes), batch_first=True, padding_value=0.0)
     padded_labels = torch.nn.utils.rnn.pad_sequence(list(labels), batch_first=True, padding_value=-1)
-    counts = torch.tensor([b.shape[0] for b in boxes], device=padded_boxes.device)
+    counts = host_tensor([b.shape[0] for b in boxes], device=padded_boxes.device)
     valid = torch.arange(padded_boxes.shape[1], device=counts.device) < counts[:, None]
     return padded_boxes, padded_labels, valid
 
@@ -69,4 +71,4 @@ class AssignResult:
             return values.new_full(index.shape, fill)
         picked = values.gather(1, index)
         positive = self.positive.reshape(*self.positive.shape, *(1,) * len(trailing))
-        return torch.where(positive, picked, torch.as_tensor(fill, dtype=values.dtype, device=values.device))
+        return picked.masked_fill(~positive, fill)

@@ -24,6 +24,8 @@ from typing import NamedTuple, Optional, Sequence
 import torch
 from torch import Tensor
 
+from gfldet.host_tensor import host_tensor
+
 __all__ = ["LevelGrid", "nearest_priors"]
 
 # Safety margin (in cells) between a certified k-th distance and the window bound, far above the float32
@@ -86,7 +88,7 @@ def _windowed(
     device, num_images = prior_x.device, gt_x.shape[0]
     radius = _window_radius(k)
     height, width, stride, start = (
-        torch.tensor(values, device=device)
+        host_tensor(values, device=device)
         for values in zip(*[(g.height, g.width, g.stride, s) for g, s in zip(grids, starts)])
     )
     stride = stride.to(prior_x.dtype)
@@ -102,15 +104,14 @@ def _windowed(
     col_on_grid, row_on_grid = (cols >= 0) & (cols < w), (rows >= 0) & (rows < h)
     cols, rows = torch.minimum(cols.clamp(min=0), w - 1), torch.minimum(rows.clamp(min=0), h - 1)
     # off-grid cells get an infinite distance through their row or column term
-    inf = torch.tensor(float("inf"), device=device)
     dx = prior_x.index_select(0, (level_start + cols).flatten()).view_as(cols) - gt_x[..., None, None, None]
     dy = prior_y.index_select(0, (level_start + rows * w).flatten()).view_as(rows) - gt_y[..., None, None, None]
-    dx, dy = torch.where(col_on_grid, dx, inf), torch.where(row_on_grid, dy, inf)
+    dx, dy = dx.masked_fill(~col_on_grid, float("inf")), dy.masked_fill(~row_on_grid, float("inf"))
     distances = (dx * dx + dy * dy).sqrt().flatten(-2)  # [N, G, L, S], as _distances computes them
     index = (level_start + rows * w + cols).flatten(-2)  # into all priors
     usable = prior_valid.gather(1, index.view(num_images, -1)).view_as(index)
     bits = _index_bits(prior_x.shape[0])
-    keys = _smallest_keys(torch.where(usable, distances, inf), index, bits, k)  # [N, G, L, k]
+    keys = _smallest_keys(distances.masked_fill(~usable, float("inf")), index, bits, k)  # [N, G, L, k]
     kth_slot = (valid_k - 1).clamp(min=0)[:, None, :, None].expand(*keys.shape[:3], 1)
     kth_distance = (keys.gather(-1, kth_slot)[..., 0] >> bits).to(torch.int32).view(torch.float32)
     certified = (kth_distance < (radius + 0.5 - _CERTIFICATE_MARGIN) * stride) | (valid_k == 0)[:, None, :]
@@ -172,7 +173,8 @@ def nearest_priors(
     per_level = {}
     if windowed:
         found, certified = _windowed(
-            prior_x, prior_y, gt_x, gt_y, prior_valid, valid_k[:, windowed],
+            prior_x, prior_y, gt_x, gt_y, prior_valid,
+            valid_k.index_select(1, host_tensor(windowed, device=valid_k.device)),
             [starts[i] for i in windowed], [grids[i] for i in windowed], topk,
         )
         if needed is not None:

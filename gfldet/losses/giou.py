@@ -1,11 +1,17 @@
-"""Generalized IoU loss: a weighted wrapper over ``torchvision.ops.generalized_box_iou_loss``."""
+"""Generalized IoU loss of aligned box pairs, and its weighted module.
+
+The arithmetic is ``torchvision.ops.generalized_box_iou_loss``'s, operation for operation (the values are equal
+bit for bit, and so are the gradients), but written here: torchvision fills the intersection through a boolean
+mask, and each boolean-mask indexing waits for the GPU (5 host synchronisations per call, on every training step);
+``torch.where`` on the same mask needs none.
+"""
 
 from __future__ import annotations
 
 from typing import Optional
 
+import torch
 from torch import Tensor, nn
-from torchvision.ops import generalized_box_iou_loss
 
 from ._common import weighted_reduce
 
@@ -26,7 +32,15 @@ def giou_loss(pred_xyxy: Tensor, target_xyxy: Tensor, eps: float = 1e-7) -> Tens
         raise ValueError(
             f"giou_loss: expected two [M, 4] xyxy tensors, got {tuple(pred_xyxy.shape)} and {tuple(target_xyxy.shape)}"
         )
-    return generalized_box_iou_loss(pred_xyxy.float(), target_xyxy.float(), reduction="none", eps=eps)
+    x1, y1, x2, y2 = pred_xyxy.float().unbind(dim=-1)
+    x1g, y1g, x2g, y2g = target_xyxy.float().unbind(dim=-1)
+    left, top, right, bottom = torch.max(x1, x1g), torch.max(y1, y1g), torch.min(x2, x2g), torch.min(y2, y2g)
+    overlaps = (bottom > top) & (right > left)
+    intersection = torch.where(overlaps, (right - left) * (bottom - top), 0.0)
+    union = (x2 - x1) * (y2 - y1) + (x2g - x1g) * (y2g - y1g) - intersection
+    iou = intersection / (union + eps)
+    enclosing = (torch.max(x2, x2g) - torch.min(x1, x1g)) * (torch.max(y2, y2g) - torch.min(y1, y1g))
+    return 1 - (iou - (enclosing - union) / (enclosing + eps))
 
 
 class GIoULoss(nn.Module):

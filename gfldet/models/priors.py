@@ -13,6 +13,8 @@ from typing import Sequence
 
 import torch
 
+from gfldet.host_tensor import host_tensor
+
 __all__ = ["Priors", "PriorGenerator"]
 
 
@@ -87,9 +89,9 @@ class PriorGenerator:
         y < ceil(pad_h / s).
         """
         device = priors.grid_xy.device
-        pad_hw = torch.tensor([[math.ceil(h / pad_size_divisor) * pad_size_divisor,
-                                math.ceil(w / pad_size_divisor) * pad_size_divisor] for h, w in image_sizes],
-                              dtype=torch.float64, device=device)
+        pad_hw = host_tensor([[math.ceil(h / pad_size_divisor) * pad_size_divisor,
+                              math.ceil(w / pad_size_divisor) * pad_size_divisor] for h, w in image_sizes],
+                             dtype=torch.float64, device=device)
         stride = priors.strides.to(torch.float64)
         valid_h = torch.ceil(pad_hw[:, None, 0] / stride)  # [N, P]
         valid_w = torch.ceil(pad_hw[:, None, 1] / stride)

@@ -17,14 +17,19 @@ def test_giou_loss_values():
         giou_loss(pred, target[:2])
 
 
-def test_giou_loss_is_torchvision_in_float32():
+def test_giou_loss_is_torchvision_in_float32_values_and_gradients():
     g = torch.Generator().manual_seed(0)
-    boxes = torch.rand(20, 4, generator=g) * 10
+    boxes = torch.rand(200, 4, generator=g) * 10
     pred = torch.cat([boxes[:, :2], boxes[:, :2] + boxes[:, 2:] + 0.1], dim=1)
-    target = pred + torch.randn(20, 4, generator=g)
+    target = pred + 3 * torch.randn(200, 4, generator=g)  # many pairs without any overlap too
     target[:, 2:] = torch.maximum(target[:, 2:], target[:, :2] + 0.1)
-    expected = generalized_box_iou_loss(pred, target, reduction="none")
-    assert torch.equal(giou_loss(pred, target), expected)
+    ours_pred, theirs_pred = pred.clone().requires_grad_(), pred.clone().requires_grad_()
+    ours, theirs = giou_loss(ours_pred, target), generalized_box_iou_loss(theirs_pred, target, reduction="none")
+    assert torch.equal(ours, theirs) and (ours > 1).any() and (ours < 1).any()
+    weight = torch.rand(200, generator=g)
+    (ours * weight).sum().backward()
+    (theirs * weight).sum().backward()
+    assert torch.equal(ours_pred.grad, theirs_pred.grad)
     assert giou_loss(pred.half(), target.half()).dtype == torch.float32
 
 

@@ -80,3 +80,32 @@ def test_detector_predict_end_to_end(small_model_cfg):
     boxes = results[1]["boxes"]
     assert 0 < len(boxes) <= 100 and boxes[:, 2].max() <= 70 and boxes[:, 3].max() <= 50
     assert results[0]["boxes"][:, 2].max() <= 96 / 0.5
+
+
+def test_select_candidates_is_the_per_level_threshold_and_top_k_image_by_image():
+    from gfldet.models.heads.postprocess import select_candidates
+
+    g = torch.Generator().manual_seed(0)
+    scores = torch.rand(3, 30, 4, generator=g)
+    scores[1] = 0.0  # an image without any candidate
+    num_per_level, score_thr, nms_pre = [20, 6, 4], 0.5, 5
+    image_idx, prior_idx, labels, picked = select_candidates(scores, num_per_level, score_thr=score_thr,
+                                                             nms_pre=nms_pre)
+    expected, start = {0: [], 1: [], 2: []}, 0
+    for count in num_per_level:  # the reference: one image and one level at a time
+        for i in range(3):
+            top, index = scores[i, start:start + count].flatten().topk(min(nms_pre, count * 4))
+            expected[i] += [(start + j // 4, j % 4, s) for s, j in zip(top.tolist(), index.tolist()) if s > score_thr]
+        start += count
+    flat = [(p, lab, s) for i in range(3) for p, lab, s in expected[i]]
+    assert image_idx.tolist() == [i for i in range(3) for _ in expected[i]] and not expected[1]
+    assert list(zip(prior_idx.tolist(), labels.tolist(), picked.tolist())) == flat
+
+
+def test_postprocess_keeps_images_apart_when_one_has_no_detection(head):
+    cls, reg = _outputs(head, [(0, 3, 2, 2, 3.0, (1, 2, 3, 1))])
+    cls, reg = [torch.cat([c, torch.full_like(c, -10.0), c]) for c in cls], [torch.cat([r, r, r]) for r in reg]
+    results = head.predict(cls, reg, [IMAGE] * 3, [(2.0, 0.5), (1.0, 1.0), (1.0, 1.0)])
+    assert [len(r["boxes"]) for r in results] == [1, 0, 1]
+    torch.testing.assert_close(results[0]["boxes"], torch.tensor([[8.0, 0.0, 24.0, 48.0]]))
+    torch.testing.assert_close(results[2]["boxes"], torch.tensor([[16.0, 0.0, 48.0, 24.0]]))

@@ -24,6 +24,7 @@ from torch import nn
 
 from gfldet.assigners import AssignResult, pad_gt_boxes
 from gfldet.box_coding import distance2bbox
+from gfldet.host_tensor import host_tensor
 from gfldet.models.heads.postprocess import PostProcessConfig, postprocess
 from gfldet.models.heads.targets import DenseTargets, mean_over_processes
 from gfldet.models.priors import PriorGenerator, Priors
@@ -221,7 +222,7 @@ class DenseHead(nn.Module):
         self.check_batch(cls_scores, image_sizes=image_sizes, scale_factors=scale_factors)
         priors = self.priors_for(cls_scores)
         scores, reg = self.flat_outputs(cls_scores, bbox_preds)
-        sizes = torch.tensor([list(s) for s in image_sizes], dtype=reg.dtype, device=reg.device)
+        sizes = host_tensor([list(s) for s in image_sizes], dtype=reg.dtype, device=reg.device)
 
         def decode(rows: torch.Tensor, prior_idx: torch.Tensor, image_idx: torch.Tensor) -> torch.Tensor:
             return self.decode_boxes(rows, priors, prior_idx, max_shape=sizes[image_idx])

@@ -13,6 +13,8 @@ from typing import Callable, Sequence
 import torch
 from torchvision.ops import batched_nms
 
+from gfldet.host_tensor import host_tensor
+
 __all__ = ["PostProcessConfig", "select_candidates", "postprocess"]
 
 # decode(reg [K, R], priors index [K], image index [K]) -> boxes [K, 4] xyxy px clipped to the resized image
@@ -40,21 +42,23 @@ def select_candidates(scores: torch.Tensor, num_per_level: Sequence[int], *, sco
     """Per image and level, the (prior, class) pairs with score > score_thr, at most nms_pre, best first.
 
     scores: [N, P, C] probabilities. Returns image index [K], prior index [K] (into P), label [K] (0..C-1) and
-    score [K]; within one image the pairs come level by level, each level sorted by decreasing score.
+    score [K], image by image; within an image level by level, each level sorted by decreasing score. The
+    threshold is applied once, to all levels' top-k together: one host synchronisation per call.
     """
     num_images, _, num_classes = scores.shape
-    image_ids = torch.arange(num_images, device=scores.device)[:, None]
-    picked, start = [], 0
+    top_scores, top_priors, top_labels, start = [], [], [], 0
     for count in num_per_level:
         level = scores[:, start:start + count].reshape(num_images, -1)
         k = level.shape[1] if nms_pre < 0 else min(nms_pre, level.shape[1])
-        top_scores, top_index = level.topk(k, dim=1)
-        keep = top_scores > score_thr
-        flat = top_index[keep]
-        picked.append((image_ids.expand(-1, k)[keep], start + flat // num_classes, flat % num_classes,
-                       top_scores[keep]))
+        level_scores, index = level.topk(k, dim=1)  # [N, k]
+        top_scores.append(level_scores)
+        top_priors.append(start + index // num_classes)
+        top_labels.append(index % num_classes)
         start += count
-    return tuple(torch.cat(parts) for parts in zip(*picked))
+    top_scores = torch.cat(top_scores, dim=1)  # [N, sum of k]
+    image_idx, column = (top_scores > score_thr).nonzero(as_tuple=True)  # row-major: image by image
+    return (image_idx, torch.cat(top_priors, dim=1)[image_idx, column], torch.cat(top_labels, dim=1)[image_idx, column],
+            top_scores[image_idx, column])
 
 
 def postprocess(scores: torch.Tensor, reg: torch.Tensor, num_per_level: Sequence[int], decode: DecodeFn,
@@ -65,23 +69,23 @@ def postprocess(scores: torch.Tensor, reg: torch.Tensor, num_per_level: Sequence
     rows to boxes in resized-image pixels (clipped to the image); scale_factors: per image (sx, sy) of the resize.
     Returns per image {'boxes': [K, 4] xyxy original px, 'scores': [K], 'labels': [K] int64, 'prior_idx': [K]
     int64 index (into P) of the prior behind each detection}, best first.
+    Host synchronisations: 3 for the batch (candidates, size filter, per-image counts) and NMS's own per image.
     """
     image_idx, prior_idx, labels, cand_scores = select_candidates(
         scores, num_per_level, score_thr=cfg.score_thr, nms_pre=cfg.nms_pre)
     boxes = decode(reg[image_idx, prior_idx], prior_idx, image_idx)
     # multiply by the reciprocal (as mmdetection's scale_boxes) rather than divide: identical float32 results
-    inv_scale = boxes.new_tensor([[1 / sx, 1 / sy, 1 / sx, 1 / sy] for sx, sy in scale_factors])
+    inv_scale = host_tensor([[1 / sx, 1 / sy, 1 / sx, 1 / sy] for sx, sy in scale_factors], dtype=boxes.dtype,
+                            device=boxes.device)
     boxes = boxes * inv_scale[image_idx]
     if cfg.min_bbox_size >= 0:
         wh = boxes[:, 2:] - boxes[:, :2]
-        big = (wh > cfg.min_bbox_size).all(dim=1)
-        image_idx, prior_idx = image_idx[big], prior_idx[big]
-        labels, cand_scores, boxes = labels[big], cand_scores[big], boxes[big]
+        big = (wh > cfg.min_bbox_size).all(dim=1).nonzero().squeeze(1)
+        image_idx, prior_idx, labels, cand_scores, boxes = (
+            t.index_select(0, big) for t in (image_idx, prior_idx, labels, cand_scores, boxes))
+    per_image = torch.bincount(image_idx, minlength=scores.shape[0]).tolist()  # candidates come image by image
     results = []
-    for i in range(scores.shape[0]):
-        mine = image_idx == i
-        b, s, lab = boxes[mine], cand_scores[mine], labels[mine]
+    for b, s, lab, prior in zip(*(t.split(per_image) for t in (boxes, cand_scores, labels, prior_idx))):
         keep = batched_nms(b, s, lab, cfg.nms_iou)[: cfg.max_per_img]
-        results.append({"boxes": b[keep], "scores": s[keep], "labels": lab[keep],
-                        "prior_idx": prior_idx[mine][keep]})
+        results.append({"boxes": b[keep], "scores": s[keep], "labels": lab[keep], "prior_idx": prior[keep]})
     return results
