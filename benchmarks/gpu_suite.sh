@@ -7,10 +7,16 @@
 #      (how busy the GPU is), host-GPU synchronisations; and the tests that count those synchronisations
 #   5. the quickstart trained on the GPU with fp16 AMP (the trainer, loader and evaluator end to end)
 # Markdown snippets and one log per step land in OUT_DIR; a failed step is reported and the others still run.
-# Usage: bash benchmarks/gpu_suite.sh OUT_DIR   (env PYTHON: interpreter, default .venv/bin/python or python3)
+# Usage: bash benchmarks/gpu_suite.sh OUT_DIR [PART...]   PARTS: infer train assign benchmark quickstart (default:
+# all, in that order); env PYTHON: interpreter, default .venv/bin/python or python3
 set -uo pipefail
 cd "$(dirname "$0")/.."
-out=${1:?usage: bash benchmarks/gpu_suite.sh OUT_DIR}
+out=${1:?usage: bash benchmarks/gpu_suite.sh OUT_DIR [infer|train|assign|benchmark|quickstart ...]}
+shift
+if [ $# -gt 0 ]; then parts=("$@"); else parts=(infer train assign benchmark quickstart); fi
+for part in "${parts[@]}"; do
+  case $part in infer|train|assign|benchmark|quickstart) ;; *) echo "unknown part: $part" >&2; exit 2;; esac
+done
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 if [ -z "${PYTHON:-}" ]; then
@@ -32,27 +38,44 @@ step() {  # step NAME COMMAND...: run COMMAND, output to OUT_DIR/NAME.log; say h
   fi
 }
 
+infer() {
+  step infer "$PYTHON" benchmarks/bench_infer_vs_torchvision.py --device cuda --amp off fp16 --runs 50 --warmup 10 \
+    --md "$out/infer_vs_torchvision_cuda.md"
+}
+
+train() {
+  step train "$PYTHON" benchmarks/bench_train_vs_torchvision.py --device cuda --sizes 2x800x1333 --amp off fp16 bf16 \
+    --runs 30 --warmup 10 --md "$out/train_vs_torchvision_cuda.md"
+}
+
+assign() {
+  step assign "$PYTHON" benchmarks/bench_assign.py --device cuda --runs 31
+}
+
+benchmark() {
+  local command=("$PYTHON" -m gfldet.cli benchmark configs/gfl/gfl_r50_fpn_1x_coco.yaml --device cuda --runs 30
+                 --warmup 10 --profile --find-syncs)
+  step benchmark_train "${command[@]}" --mode train --amp fp16 --batch 2
+  step benchmark_infer "${command[@]}" --mode infer --amp off --batch 1
+  step gpu_tests "$PYTHON" -m pytest -q -s -p no:cacheprovider tests/models/test_host_syncs.py tests/test_host_tensor.py
+}
+
+quickstart() {
+  local data
+  data=$(mktemp -d)/synthetic
+  step synth "$PYTHON" -m gfldet.cli data synth --out "$data"
+  local config=configs/quickstart/gfl_r18_synthetic.yaml
+  local opts=(--opts train.device=cuda data.num_workers=4 "data.train.ann_file=$data/train.json"
+              "data.train.img_dir=$data" "data.val.ann_file=$data/val.json" "data.val.img_dir=$data"
+              "data.test.ann_file=$data/val.json" "data.test.img_dir=$data")
+  step quickstart_train "$PYTHON" -m gfldet.cli train "$config" --work-dir "$out/quickstart" --amp fp16 "${opts[@]}"
+  step quickstart_test "$PYTHON" -m gfldet.cli test "$config" "$out/quickstart/latest.pth" --work-dir "$out/quickstart" \
+    "${opts[@]}"
+}
+
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv >"$out/gpu.txt" 2>&1
 cat "$out/gpu.txt"
-step infer "$PYTHON" benchmarks/bench_infer_vs_torchvision.py --device cuda --amp off fp16 --runs 50 --warmup 10 \
-  --md "$out/infer_vs_torchvision_cuda.md"
-step train "$PYTHON" benchmarks/bench_train_vs_torchvision.py --device cuda --sizes 2x800x1333 --amp off fp16 bf16 \
-  --runs 30 --warmup 10 --md "$out/train_vs_torchvision_cuda.md"
-step assign "$PYTHON" benchmarks/bench_assign.py --device cuda --runs 31
-benchmark=("$PYTHON" -m gfldet.cli benchmark configs/gfl/gfl_r50_fpn_1x_coco.yaml --device cuda --runs 30 --warmup 10
-           --profile --find-syncs)
-step benchmark_train "${benchmark[@]}" --mode train --amp fp16 --batch 2
-step benchmark_infer "${benchmark[@]}" --mode infer --amp off --batch 1
-step gpu_tests "$PYTHON" -m pytest -q -s -p no:cacheprovider tests/models/test_host_syncs.py tests/test_host_tensor.py
-
-data=$(mktemp -d)/synthetic
-step synth "$PYTHON" -m gfldet.cli data synth --out "$data"
-quickstart=(configs/quickstart/gfl_r18_synthetic.yaml --opts train.device=cuda data.num_workers=4
-            "data.train.ann_file=$data/train.json" "data.train.img_dir=$data"
-            "data.test.ann_file=$data/val.json" "data.test.img_dir=$data"
-            "data.val.ann_file=$data/val.json" "data.val.img_dir=$data")
-step quickstart_train "$PYTHON" -m gfldet.cli train "${quickstart[0]}" --work-dir "$out/quickstart" --amp fp16 \
-  "${quickstart[@]:1}"
-step quickstart_test "$PYTHON" -m gfldet.cli test "${quickstart[0]}" "$out/quickstart/latest.pth" \
-  --work-dir "$out/quickstart" "${quickstart[@]:1}"
+for part in "${parts[@]}"; do
+  "$part"
+done
 exit $failed
