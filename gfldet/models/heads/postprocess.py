@@ -83,7 +83,9 @@ def postprocess(scores: torch.Tensor, reg: torch.Tensor, num_per_level: Sequence
         big = (wh > cfg.min_bbox_size).all(dim=1).nonzero().squeeze(1)
         image_idx, prior_idx, labels, cand_scores, boxes = (
             t.index_select(0, big) for t in (image_idx, prior_idx, labels, cand_scores, boxes))
-    per_image = torch.bincount(image_idx, minlength=scores.shape[0]).tolist()  # candidates come image by image
+    # candidates come image by image; index_add_ rather than bincount, which on a GPU also waits to size its output
+    ones = torch.ones_like(image_idx)
+    per_image = image_idx.new_zeros(scores.shape[0]).index_add_(0, image_idx, ones).tolist()
     results = []
     for b, s, lab, prior in zip(*(t.split(per_image) for t in (boxes, cand_scores, labels, prior_idx))):
         keep = batched_nms(b, s, lab, cfg.nms_iou)[: cfg.max_per_img]
