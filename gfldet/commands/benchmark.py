@@ -73,12 +73,13 @@ def run(args: argparse.Namespace) -> int:
 
     height, width = parse_size(args.size)
     _check_counts(args)
-    if args.find_syncs and args.device == "cpu":
-        raise GfldetError("--find-syncs needs a GPU (--device cuda or auto): on the CPU nothing waits")
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = load_config(args.config, args.opts)
     device = torch.device(resolve_device(args.device, setting="--device"))
+    if args.find_syncs and device.type != "cuda":
+        raise GfldetError("--find-syncs needs a GPU (--device cuda, or auto with a GPU visible): on the CPU the "
+                          "host never waits for a device")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     else:
@@ -162,8 +163,6 @@ def _diagnose(args, device, stages, batch) -> None:
         if trace:
             print(f"Chrome trace: {trace}")
     if args.find_syncs:
-        if device.type != "cuda":
-            raise GfldetError("--find-syncs needs a GPU: no GPU is visible")
         syncs = bench.find_host_syncs(stages, batch.images, device=device)
         print(f"host-GPU synchronisations in one run: {sum(syncs.values())}")
         for where, count in syncs.most_common():
