@@ -20,7 +20,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from gfldet.config import load_config
-from gfldet.engine.benchmark import PeakMemory, Stage, StageTimes, environment_lines, median_ratio
+from gfldet.engine.benchmark import PeakMemory, Stage, StageTimes, environment_lines, median_ratio, run_stages
 from gfldet.engine.host_allocator import CPU_ALLOCATOR_MODES, configure_cpu_allocator
 from gfldet.engine.launch import resolve_device
 from gfldet.models import build_detector
@@ -129,8 +129,7 @@ def cuda_memory_lines(pipelines: dict[str, tuple[list[Stage], object]], modules:
         torch.cuda.synchronize(device)
         held = torch.cuda.memory_allocated(device)
         with PeakMemory(device) as memory:
-            for _, fn in stages:
-                value = fn(value)
+            run_stages(stages, value)
         weights = sum(t.numel() * t.element_size() for t in [*modules[name].parameters(), *modules[name].buffers()])
         rows.append(f"| {name} | {weights / 2**20:.1f} | {(memory.peak_bytes - held) / 2**20:.1f} |")
     return rows

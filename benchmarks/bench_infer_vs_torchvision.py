@@ -29,7 +29,7 @@ import torch
 import _common
 from gfldet.commands.benchmark import parse_size
 from gfldet.engine.amp import AMP_MODES, autocast
-from gfldet.engine.benchmark import inference_stages, run_interleaved, synthetic_batch
+from gfldet.engine.benchmark import inference_stages, run_interleaved, run_stages, synthetic_batch
 from gfldet.models.heads.dense_head import flatten_levels
 from gfldet.models.heads.postprocess import select_candidates
 from gfldet.models.inference_opt import optimize_for_inference
@@ -88,9 +88,7 @@ def candidate_counts(gfl, fcos, images, image_sizes) -> tuple[int, int]:
 def check_fcos_split(fcos, images, image_sizes) -> None:
     """The staged FCOS must give what ``fcos(images)`` gives: exactly on the CPU; on a GPU up to 1e-3 (cuDNN may
     pick another convolution algorithm per call), where a difference is only reported (the timings still hold)."""
-    value = images
-    for _, fn in fcos_stages(fcos, image_sizes):
-        value = fn(value)
+    value = run_stages(fcos_stages(fcos, image_sizes), images)
     with torch.inference_mode():
         direct = fcos([im[:, :h, :w] for im, (h, w) in zip(images, image_sizes)])
     exact = images.device.type == "cpu"

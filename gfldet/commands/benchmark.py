@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         # to tens of GiB, which a training run's steady state never holds
         times = bench.run_interleaved(pipeline, runs=args.runs, warmup=args.warmup, device=device)["gfldet"]
         with bench.PeakMemory(device) as memory:
-            bench.run_interleaved(pipeline, runs=1, warmup=0, device=device)
+            bench.run_stages(stages, batch.images)
     else:  # the process's peak RSS grows in the first runs (heap, allocator caches): measure them all
         with bench.PeakMemory(device) as memory:
             times = bench.run_interleaved(pipeline, runs=args.runs, warmup=args.warmup, device=device)["gfldet"]

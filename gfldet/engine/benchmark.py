@@ -37,7 +37,7 @@ import torch
 
 from gfldet.data.batching import Batch
 
-__all__ = ["Stage", "StageTimes", "PeakMemory", "synchronize", "synthetic_batch", "run_interleaved",
+__all__ = ["Stage", "StageTimes", "PeakMemory", "synchronize", "synthetic_batch", "run_interleaved", "run_stages",
            "median_ratio", "inference_stages", "training_stages", "stage_table", "profile_runs", "find_host_syncs",
            "cpu_model", "environment_lines"]
 
@@ -105,7 +105,8 @@ def run_interleaved(pipelines: Mapping[str, tuple[Sequence[Stage], Any]], *, run
     return times
 
 
-def _run_once(stages: Sequence[Stage], value: Any) -> Any:
+def run_stages(stages: Sequence[Stage], value: Any) -> Any:
+    """One untimed run of a pipeline: ``value`` through every stage in turn; returns the last stage's output."""
     for _, fn in stages:
         value = fn(value)
     return value
@@ -260,7 +261,7 @@ def profile_runs(stages: Sequence[Stage], first_input: Any, *, device: torch.dev
         warnings.filterwarnings("ignore", message=".*Profiler clears events")  # torch 2.11 says so on every stop
         start = time.perf_counter()
         for _ in range(runs):
-            _run_once(stages, first_input)
+            run_stages(stages, first_input)
         synchronize(device)
         wall_us = (time.perf_counter() - start) * 1e6
     if trace_path is not None:
@@ -297,7 +298,7 @@ def find_host_syncs(stages: Sequence[Stage], first_input: Any, *, device: torch.
         warnings.showwarning = record
         torch.cuda.set_sync_debug_mode("warn")
         try:
-            _run_once(stages, first_input)
+            run_stages(stages, first_input)
         finally:
             torch.cuda.set_sync_debug_mode("default")
     synchronize(device)
@@ -311,7 +312,7 @@ def _source_line(stack: traceback.StackSummary) -> str:
     package, here = Path(__file__).resolve().parents[1], Path(__file__).resolve()
     frames = [(f, Path(f.filename).resolve()) for f in stack]
     frames = [(f, path) for f, path in frames if path != Path(warnings.__file__).resolve()
-              and not (path == here and f.name in ("_run_once", "find_host_syncs", "record"))]
+              and not (path == here and f.name in ("run_stages", "find_host_syncs", "record"))]
     own = [(f, path) for f, path in frames if path.is_relative_to(package)]
     frame, path = (own or frames)[-1]
     shown = path.relative_to(package.parent) if own else path.name

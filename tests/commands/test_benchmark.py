@@ -158,6 +158,6 @@ def test_sync_source_line_is_the_innermost_gfldet_frame():
     frame = traceback.FrameSummary
     stack = traceback.StackSummary.from_list([
         frame("/somewhere/train.py", 1, "main"), frame(str(package / "models/heads/targets.py"), 81, "build"),
-        frame(str(package / "engine/benchmark.py"), 5, "_run_once"), frame("/site/torch/functional.py", 9, "op")])
+        frame(str(package / "engine/benchmark.py"), 5, "run_stages"), frame("/site/torch/functional.py", 9, "op")])
     assert bench._source_line(stack) == "gfldet/models/heads/targets.py:81 (build)"
     assert bench._source_line(stack[:1]) == "train.py:1 (main)"
