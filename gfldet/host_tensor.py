@@ -12,10 +12,14 @@ from typing import Any
 
 import torch
 
-__all__ = ["host_tensor"]
+__all__ = ["host_tensor", "to_device_async"]
 
 
 def host_tensor(data: Any, *, device: torch.device | str, dtype: torch.dtype | None = None) -> torch.Tensor:
     """``torch.tensor(data, dtype=dtype)`` on ``device``, copied without a host-device synchronisation."""
-    tensor = torch.tensor(data, dtype=dtype)
+    return to_device_async(torch.tensor(data, dtype=dtype), device)
+
+
+def to_device_async(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """A CPU ``tensor`` (built on the host) on ``device``, copied without a host-device synchronisation."""
     return tensor.to(device, non_blocking=True) if torch.device(device).type != "cpu" else tensor

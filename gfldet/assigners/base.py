@@ -8,9 +8,17 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from gfldet.host_tensor import host_tensor
+from gfldet.host_tensor import host_tensor, to_device_async
 
-__all__ = ["AssignResult", "pad_gt_boxes"]
+__all__ = ["AssignResult", "pad_gt_boxes", "rows_per_prior"]
+
+
+def rows_per_prior(rows: Sequence[Sequence[float]], num_per_level: Sequence[int], *, like: Tensor) -> Tensor:
+    """Per-level rows (e.g. ``(low, high)`` size ranges) repeated for each prior of their level: ``[P, len(row)]``
+    with ``like``'s dtype and device. Built on the host and copied without waiting for the GPU (a device-side
+    ``repeat_interleave`` waits to size its output)."""
+    repeats = torch.tensor(list(num_per_level))
+    return to_device_async(torch.tensor(rows, dtype=like.dtype).repeat_interleave(repeats, dim=0), like.device)
 
 
 def pad_gt_boxes(boxes: Sequence[Tensor], labels: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor]:

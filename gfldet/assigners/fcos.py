@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from .base import AssignResult
+from .base import AssignResult, rows_per_prior
 
 __all__ = ["FCOSAssigner", "smallest_area_gt"]
 
@@ -63,9 +63,7 @@ class FCOSAssigner:
         if len(num_per_level) != len(self.regress_ranges):
             raise ValueError(f"FCOSAssigner: {len(self.regress_ranges)} regress ranges for "
                              f"{len(num_per_level)} pyramid levels")
-        ranges = like.new_tensor(self.regress_ranges)
-        counts = torch.as_tensor(list(num_per_level), device=like.device)
-        return ranges.repeat_interleave(counts, dim=0)
+        return rows_per_prior(self.regress_ranges, num_per_level, like=like)
 
     @torch.no_grad()
     def assign(self, points: Tensor, strides: Tensor, num_per_level: Sequence[int], gt_boxes: Tensor,

@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from .base import AssignResult
+from .base import AssignResult, rows_per_prior
 from .fcos import smallest_area_gt
 
 __all__ = ["FoveaAssigner"]
@@ -46,8 +46,7 @@ class FoveaAssigner:
         if len(num_per_level) != len(self.scale_ranges) or sum(num_per_level) != points.shape[0]:
             raise ValueError(f"FoveaAssigner: {len(self.scale_ranges)} scale ranges, {len(num_per_level)} levels, "
                              f"{points.shape[0]} points (expected sum(num_per_level))")
-        ranges = points.new_tensor(self.scale_ranges).repeat_interleave(
-            torch.as_tensor(list(num_per_level), device=points.device), dim=0)  # [P, 2]
+        ranges = rows_per_prior(self.scale_ranges, num_per_level, like=points)  # [P, 2]
         gt = gt_boxes[:, None, :, :].float()  # [N, 1, G, 4]
         half_w, half_h = (gt[..., 2] - gt[..., 0]) / 2, (gt[..., 3] - gt[..., 1]) / 2
         cx, cy = gt[..., 0] + half_w, gt[..., 1] + half_h

@@ -86,3 +86,11 @@ def test_no_gts_and_bad_ranges():
     with pytest.raises(ValueError, match="regress ranges for"):
         FCOSAssigner(regress_ranges=RANGES[:2], center_sampling=True, center_sample_radius=1.5).assign(
             priors.centers_px, priors.strides, priors.num_per_level, boxes, valid)
+
+
+def test_rows_per_prior_repeats_each_level_row_for_its_priors():
+    from gfldet.assigners.base import rows_per_prior
+
+    like = torch.zeros(1, dtype=torch.float64)
+    rows = rows_per_prior([(-1.0, 64.0), (64.0, 128.0), (128.0, 1e8)], [3, 0, 2], like=like)
+    assert rows.dtype == torch.float64 and rows.tolist() == [[-1.0, 64.0]] * 3 + [[128.0, 1e8]] * 2
