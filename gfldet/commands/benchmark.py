@@ -36,7 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-optimize", action="store_true", help="infer: skip optimize_for_inference")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                         help="NHWC weights and activations (default on)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile backbone, neck and head")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile backbone, neck and head (infer) or forward and loss (train, as "
+                             "train.compile); the first runs compile, so raise --warmup")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     parser.add_argument("--profile", nargs="?", const="", metavar="TRACE.json",
                         help="after timing, profile 3 more runs: operators by self time (and how busy the GPU "
@@ -138,8 +140,9 @@ def _stages(model, batch, cfg, args, device):
     model.train()
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
-    if args.compile:  # backbone, neck and head; the loss has data-dependent shapes and stays eager
+    if args.compile:  # forward and loss, as train.compile; the loss's data-dependent steps become graph breaks
         model.raw_outputs = torch.compile(model.raw_outputs)
+        model.head.loss = torch.compile(model.head.loss)
     if "optimizer" in cfg:
         optimizer = build_optimizer(model, cfg.optimizer, total_batch_size=args.batch)
     else:
@@ -147,7 +150,7 @@ def _stages(model, batch, cfg, args, device):
     stages = bench.training_stages(model, optimizer, batch, autocast=amp_context,
                                    scaler=make_grad_scaler(device, args.amp))
     optimisations = (f"channels_last={'on' if args.channels_last else 'off'} "
-                     f"compile(backbone+neck+head)={'on' if args.compile else 'off'}; "
+                     f"compile(forward, loss)={'on' if args.compile else 'off'}; "
                      f"optimizer {type(optimizer).__name__}")
     return stages, optimisations
 

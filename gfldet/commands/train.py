@@ -14,6 +14,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="resume the full training state; without CKPT: WORK_DIR/latest.pth")
     parser.add_argument("--load-from", metavar="CKPT", help="initialise the model weights only (fine-tuning)")
     parser.add_argument("--amp", choices=("off", "fp16", "bf16"), help="mixed precision (overrides train.amp)")
+    parser.add_argument("--compile", nargs="?", const="default", metavar="MODE",
+                        help="torch.compile the training forward (overrides train.compile; MODE default, "
+                             "reduce-overhead, max-autotune or max-autotune-no-cudagraphs; default: default)")
     parser.add_argument("--opts", nargs="+", default=[], metavar="KEY=VALUE",
                         help="config overrides, e.g. train.max_epochs=24 optimizer.lr=0.02")
 
@@ -26,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
     from gfldet.config import load_config
     from gfldet.engine.launch import train
 
-    overrides = list(args.opts) + ([f"train.amp={args.amp}"] if args.amp else [])
+    overrides = (list(args.opts) + ([f"train.amp={args.amp}"] if args.amp else [])
+                 + ([f"train.compile={args.compile}"] if args.compile else []))
     cfg = load_config(args.config, overrides)
     work_dir = Path(args.work_dir) if args.work_dir else default_work_dir(args.config)
     resume = None

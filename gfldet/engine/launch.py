@@ -5,7 +5,8 @@ exactly one of ``max_epochs`` / ``max_iters``; ``eval_interval`` and ``checkpoin
 ``seed``, ``deterministic``, ``amp`` (off|fp16|bf16), ``channels_last``, ``grad_clip`` (max L2 norm or null),
 ``ema`` (decay or null), ``keep_last``, ``log_interval``, ``max_nan_steps``, ``lr_schedule`` (see ``schedules.py``),
 ``sync_bn``, ``find_unused_parameters``, ``device`` (auto|cpu|cuda), ``tensorboard``, ``cpu_allocator``
-(reuse|system, optional, see ``host_allocator.py``). Section ``evaluation``: ``backend``.
+(reuse|system, optional, see ``host_allocator.py``), ``compile`` (false|true|a ``torch.compile`` mode, optional).
+Section ``evaluation``: ``backend``.
 """
 from __future__ import annotations
 
@@ -29,12 +30,14 @@ from gfldet.engine.schedules import build_lr_scheduler
 from gfldet.engine.trainer import Trainer
 
 __all__ = ["check_sections", "check_train_section", "CONFIG_SECTIONS", "TRAIN_KEYS", "EVALUATION_KEYS",
+           "COMPILE_MODES", "compile_mode",
            "resolve_device", "setup_device", "schedule_length", "build_evaluate_fn", "train"]
 
 TRAIN_KEYS = ("max_epochs", "max_iters", "eval_interval", "checkpoint_interval", "seed", "deterministic", "amp",
               "channels_last", "grad_clip", "ema", "keep_last", "log_interval", "max_nan_steps", "lr_schedule",
-              "sync_bn", "find_unused_parameters", "device", "tensorboard", "cpu_allocator")
-OPTIONAL_TRAIN_KEYS = ("max_epochs", "max_iters", "cpu_allocator")
+              "sync_bn", "find_unused_parameters", "device", "tensorboard", "cpu_allocator", "compile")
+OPTIONAL_TRAIN_KEYS = ("max_epochs", "max_iters", "cpu_allocator", "compile")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 EVALUATION_KEYS = ("backend",)
 
 
@@ -61,6 +64,20 @@ def setup_device(train_cfg: Config, *, distributed: bool = True) -> torch.device
     if device.type == "cpu":
         configure_cpu_allocator(allocator)
     return device
+
+
+def compile_mode(train_cfg: Config) -> str | None:
+    """The ``torch.compile`` mode of ``train.compile`` (optional, default false): None (eager), ``true`` ->
+    ``default``, or one of :data:`COMPILE_MODES`."""
+    value = train_cfg.get("compile", False)
+    if value is False or value is None:
+        return None
+    if value is True:
+        return "default"
+    if value not in COMPILE_MODES:
+        raise ConfigError(f"{train_cfg.where('compile')}: train.compile must be false, true or one of "
+                          f"{', '.join(COMPILE_MODES)}, got {value!r}")
+    return value
 
 
 def schedule_length(train_cfg: Config, iters_per_epoch: int) -> tuple[int, bool]:
@@ -126,6 +143,7 @@ def check_train_section(cfg: Config) -> Config:
         if not isinstance(tcfg[key], int) or tcfg[key] < 0:
             raise ConfigError(f"{tcfg.where(key)}: train.{key} must be an integer >= 0 (see default_runtime.yaml), "
                               f"got {tcfg[key]!r}")
+    compile_mode(tcfg)
     return tcfg
 
 
@@ -180,6 +198,7 @@ def train(cfg: Config, *, work_dir: str | Path, resume: str | Path | None = None
         eval_interval=int(tcfg.eval_interval), checkpoint_interval=int(tcfg.checkpoint_interval),
         evaluate=evaluate,
         amp=tcfg.amp, grad_clip=tcfg.grad_clip, ema_decay=tcfg.ema, max_nan_steps=int(tcfg.max_nan_steps),
+        compile_mode=compile_mode(tcfg),
         checkpointer=Checkpointer(work_dir=work_dir, keep_last=int(tcfg.keep_last)),
         logger=logger,
         meta={"config": cfg.to_dict(), "world_size": world_size, "class_names": list(dataset.class_names),

@@ -42,6 +42,9 @@ class Trainer:
         amp: ``off`` | ``fp16`` | ``bf16``.  grad_clip: max gradient L2 norm, or None.
         ema_decay: decay of a model EMA (evaluated and checkpointed instead of the raw weights), or None.
         max_nan_steps: stop after this many consecutive non-finite iterations (each one is skipped and logged).
+        compile_mode: a ``torch.compile`` mode for the training forward (model + losses; data-dependent steps
+            such as target assignment become graph breaks), or None for eager. Only the call is compiled: the
+            module, its EMA copy, evaluation and checkpoints stay eager and keep their state_dict keys.
         checkpointer, logger: where state and logs go; ``meta`` (e.g. the config) is stored in every checkpoint.
     """
 
@@ -50,8 +53,11 @@ class Trainer:
                  max_iters: int, iters_per_epoch: int, by_epoch: bool, eval_interval: int, checkpoint_interval: int,
                  evaluate: Callable[[nn.Module], dict] | None, best_metric: str = "bbox_mAP", amp: str = "off",
                  grad_clip: float | None = None, ema_decay: float | None = None, max_nan_steps: int,
-                 checkpointer: Checkpointer, logger: TrainLogger, meta: dict | None = None):
+                 compile_mode: str | None = None, checkpointer: Checkpointer, logger: TrainLogger,
+                 meta: dict | None = None):
         self.model = model
+        self.compile_mode = compile_mode
+        self._forward = self._compiled_or_eager(model)
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
         self.train_loader = train_loader
@@ -90,12 +96,21 @@ class Trainer:
     def train(self) -> None:
         """Train up to ``max_iters``. Afterwards ``model`` is the bare model: the DistributedDataParallel wrapper is
         let go, as it must not outlive the process group (see ``cleanup_distributed``)."""
+        if self.compile_mode and self.iteration < self.max_iters:
+            self.logger.event(f"torch.compile (mode {self.compile_mode}): the first iteration and the first ones "
+                              f"with new input shapes compile (minutes on a CPU)", iteration=self.iteration + 1)
         try:
             while self.iteration < self.max_iters:
                 self._train_epoch()
         finally:
             self.logger.close()
             self.model = self.bare_model
+            self._forward = self._compiled_or_eager(self.model)  # holds no reference to the DDP wrapper either
+
+    def _compiled_or_eager(self, model: nn.Module) -> Callable:
+        """What ``train_step`` calls: ``model`` itself, or a ``torch.compile`` wrapper around it (lazy: it compiles
+        at its first call)."""
+        return torch.compile(model, mode=self.compile_mode) if self.compile_mode else model
 
     def _train_epoch(self) -> None:
         self.model.train()
@@ -127,7 +142,7 @@ class Trainer:
         batch = batch.to(self.device, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)
         with autocast(self.device, self.amp):
-            losses = self.model(batch.images, batch.image_sizes, batch.gt_boxes, batch.gt_labels)
+            losses = self._forward(batch.images, batch.image_sizes, batch.gt_boxes, batch.gt_labels)
         loss = sum(losses.values())
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)  # no-op unless fp16

@@ -129,3 +129,9 @@ def test_config_typo_names_the_nearest_key(data_dir, tmp_path, capsys):
     assert main(["train", str(CONFIG), "--work-dir", str(tmp_path), "--opts", *_opts(data_dir),
                  "+train.max_epoch=3"]) == 1
     assert "max_epochs" in capsys.readouterr().err
+
+
+def test_compile_flag_sets_train_compile_and_is_validated(data_dir, tmp_path, capsys):
+    assert main(["train", str(CONFIG), "--work-dir", str(tmp_path), "--compile", "fastest", "--opts",
+                 *_opts(data_dir)]) == 1
+    assert "train.compile must be false, true or one of default, reduce-overhead" in capsys.readouterr().err

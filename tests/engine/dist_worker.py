@@ -1,4 +1,7 @@
-"""Run by test_distributed.py, under torchrun (2 ranks x batch 2) or alone (1 process x batch 4)."""
+"""Run by test_distributed.py, under torchrun (2 ranks x batch 2) or alone (1 process x batch 4).
+
+Arguments: WORK_DIR [COMPILE_MODE] (the trainer's torch.compile mode; eager without it).
+"""
 import sys
 
 import torch
@@ -14,5 +17,6 @@ if __name__ == "__main__":
         init_distributed("cpu")
         world_size = get_world_size()
         trainer = make_trainer(sys.argv[1], max_iters=6, batch_size=4 // world_size, checkpoint_interval=6,
-                               rank=get_rank(), world_size=world_size)
+                               rank=get_rank(), world_size=world_size,
+                               compile_mode=sys.argv[2] if len(sys.argv) > 2 else None)
         trainer.train()

@@ -114,7 +114,7 @@ def make_loader(dataset: FakeDataset, batch_size: int, **sampler_kwargs) -> torc
 def make_trainer(work_dir, *, max_iters: int = 8, batch_size: int = 4, checkpoint_interval: int = 2,
                  amp: str = "off", ema_decay=None, grad_clip=None, max_nan_steps: int = 3, evaluate=None,
                  eval_interval: int = 1000, model=None, by_epoch: bool = False, lr: float = 0.1, rank: int = 0,
-                 world_size: int = 1, seed: int = 0):
+                 world_size: int = 1, seed: int = 0, compile_mode=None):
     """A Trainer over TinyDetector + FakeDataset with SGD and a warmup + step schedule."""
     from gfldet.config import Config
     from gfldet.engine.checkpointer import Checkpointer
@@ -140,6 +140,6 @@ def make_trainer(work_dir, *, max_iters: int = 8, batch_size: int = 4, checkpoin
                    device=torch.device("cpu"), max_iters=max_iters, iters_per_epoch=len(loader), by_epoch=by_epoch,
                    eval_interval=eval_interval, checkpoint_interval=checkpoint_interval, evaluate=evaluate,
                    amp=amp, grad_clip=grad_clip, ema_decay=ema_decay, max_nan_steps=max_nan_steps,
-                   checkpointer=Checkpointer(work_dir=work_dir, keep_last=2),
+                   compile_mode=compile_mode, checkpointer=Checkpointer(work_dir=work_dir, keep_last=2),
                    logger=TrainLogger(work_dir=work_dir, enabled=rank == 0, max_iters=max_iters, start_iter=0,
                                       log_interval=1, tensorboard=False))

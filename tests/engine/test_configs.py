@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from gfldet.config import ConfigError, check_keys, load_config
-from gfldet.engine.launch import EVALUATION_KEYS, check_sections, check_train_section
+from gfldet.engine.launch import EVALUATION_KEYS, check_sections, check_train_section, compile_mode
 from gfldet.engine.optim import build_optimizer
 from gfldet.engine.schedules import build_lr_scheduler
 
@@ -50,6 +50,20 @@ def test_train_typo_names_the_nearest_key():
     cfg = load_config(CONFIGS / "gfl/gfl_r50_fpn_1x_coco.yaml", ["+train.eval_intreval=2"])
     with pytest.raises(ConfigError, match="eval_interval"):
         check_train_section(cfg)
+
+
+@pytest.mark.parametrize(("value", "mode"), [("false", None), ("true", "default"), ("max-autotune", "max-autotune")])
+def test_train_compile_modes(value, mode):
+    cfg = load_config(CONFIGS / "gfl/gfl_r50_fpn_1x_coco.yaml", [f"train.compile={value}"])
+    assert compile_mode(check_train_section(cfg)) == mode
+
+
+def test_unknown_compile_mode_names_file_line_and_the_modes(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text(f"_base_: {CONFIGS / 'quickstart/gfl_r18_synthetic.yaml'}\ntrain:\n  compile: fast\n")
+    with pytest.raises(ConfigError, match=r"exp\.yaml:3.*train.compile must be false, true or one of default, "
+                                          r"reduce-overhead.*got 'fast'"):
+        check_train_section(load_config(path))
 
 
 def test_quickstart_model_builds_without_download():

@@ -21,11 +21,11 @@ from gfldet.engine.distributed import distributed_scope, is_distributed
 HERE = Path(__file__).parent
 
 
-def _run(args, work_dir):
+def _run(args, work_dir, *worker_args):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, *args, str(HERE / "dist_worker.py"), str(work_dir)], env=env,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, *args, str(HERE / "dist_worker.py"), str(work_dir), *worker_args],
+                            env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
 
 
@@ -46,6 +46,18 @@ def test_two_process_ddp_matches_single_process_with_same_total_batch(tmp_path):
     assert moved > 1e-3  # training really changed the weights
     model = TinyDetector()
     model.load_state_dict(ddp["model"])  # the DDP checkpoint loads in a single process (no "module." prefix)
+
+
+@pytest.mark.slow
+def test_compiled_ddp_training_matches_eager_ddp(tmp_path):
+    # torch.compile over the DDP wrapper (train.compile under torchrun): same steps, and the ranks exit cleanly.
+    torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    _run(torchrun, tmp_path / "eager")
+    _run(torchrun, tmp_path / "compiled", "default")
+    eager, compiled = (load_checkpoint(tmp_path / run / "latest.pth") for run in ("eager", "compiled"))
+    assert compiled["meta"]["iteration"] == 6 and compiled["model"].keys() == eager["model"].keys()
+    for key, value in eager["model"].items():
+        torch.testing.assert_close(compiled["model"][key], value, atol=1e-5, rtol=0, msg=key)
 
 
 @pytest.fixture

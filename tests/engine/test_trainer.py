@@ -155,3 +155,37 @@ def test_resume_with_fp16_from_a_checkpoint_trained_without_it(tmp_path):
     resumed.load_state_dict(state)
     resumed.train()
     assert resumed.iteration == 4 and resumed.scaler.is_enabled()
+
+
+class TracedDetector(TinyDetector):
+    """Records whether its forward ran under torch.compile's tracing."""
+
+    traced = False
+
+    def forward(self, *args):
+        if torch.compiler.is_compiling():
+            self.traced = True
+        return super().forward(*args)
+
+
+def test_compiled_training_matches_eager_and_leaves_the_module_eager(tmp_path):
+    torch.manual_seed(0)
+    eager = make_trainer(tmp_path / "eager", max_iters=4, ema_decay=0.9, model=TracedDetector())
+    eager.train()
+    torch.manual_seed(0)
+    compiled = make_trainer(tmp_path / "compiled", max_iters=4, ema_decay=0.9, compile_mode="default",
+                            model=TracedDetector())
+    compiled.train()
+    assert compiled.bare_model.traced and not eager.bare_model.traced
+    eager_losses, compiled_losses = _train_losses(tmp_path / "eager"), _train_losses(tmp_path / "compiled")
+    assert sorted(compiled_losses) == [1, 2, 3, 4]
+    for it, loss in eager_losses.items():
+        assert compiled_losses[it] == pytest.approx(loss, rel=1e-4, abs=1e-6), it
+    # The module, its EMA copy and the checkpoint are the plain eager ones: same keys, close values.
+    assert not hasattr(compiled.bare_model, "_orig_mod") and compiled.bare_model._compiled_call_impl is None
+    checkpoint = load_checkpoint(tmp_path / "compiled" / "latest.pth")
+    assert checkpoint["model"].keys() == eager.bare_model.state_dict().keys()
+    for key, value in eager.eval_model.state_dict().items():
+        torch.testing.assert_close(compiled.eval_model.state_dict()[key], value, rtol=1e-4, atol=1e-6)
+    events = [json.loads(line) for line in (tmp_path / "compiled" / "log.jsonl").read_text().splitlines()]
+    assert any(e["mode"] == "event" and "torch.compile (mode default)" in e["message"] for e in events)

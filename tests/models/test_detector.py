@@ -41,6 +41,25 @@ def test_training_step_backpropagates_to_unfrozen_parameters(small_model_cfg):
     assert model.backbone.layer1[0].conv1.weight.grad is None  # frozen stage
 
 
+def test_training_forward_traces_under_torch_compile(small_model_cfg):
+    # What train.compile wraps: the whole training forward, target assignment included (its data-dependent steps
+    # become graph breaks). aot_eager traces and runs forward and backward graphs without inductor's codegen.
+    torch.manual_seed(0)
+    eager = build_detector(small_model_cfg()).train()
+    compiled_model = build_detector(small_model_cfg()).train()
+    compiled_model.load_state_dict(eager.state_dict())
+    batch = _batch()
+    expected = eager(*batch)
+    got = torch.compile(compiled_model, backend="aot_eager")(*batch)
+    for key, value in expected.items():
+        torch.testing.assert_close(got[key], value, rtol=1e-5, atol=1e-6)
+    sum(expected.values()).backward()
+    sum(got.values()).backward()
+    for (name, p_eager), p_compiled in zip(eager.named_parameters(), compiled_model.parameters()):
+        if p_eager.grad is not None:
+            torch.testing.assert_close(p_compiled.grad, p_eager.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
 def test_typo_in_head_section_names_file_line_and_nearest_key(tmp_path):
     config = tmp_path / "typo.yaml"
     config.write_text(f"_base_: {BASE_CONFIG}\nmodel:\n  backbone:\n    pretrained: false\n  head:\n    reg_mx: 8\n")
