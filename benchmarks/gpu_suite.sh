@@ -6,16 +6,19 @@
 #   4. `gfldet benchmark` of the R-50 1x config (train batch 2 fp16, infer batch 1 fp32): stage split, profile
 #      (how busy the GPU is), host-GPU synchronisations; and the tests that count those synchronisations
 #   5. the quickstart trained on the GPU with fp16 AMP (the trainer, loader and evaluator end to end)
+#   6. `gfldet benchmark --compile` of the R-50 1x config, train batch 2 fp16 (train.compile's forward and loss) and
+#      infer batch 1 fp32: compare with step 4 (compilation takes a few minutes)
 # Markdown snippets and one log per step land in OUT_DIR; a failed step is reported and the others still run.
-# Usage: bash benchmarks/gpu_suite.sh OUT_DIR [PART...]   PARTS: infer train assign benchmark quickstart (default:
-# all, in that order); env PYTHON: interpreter, default .venv/bin/python or python3
+# Usage: bash benchmarks/gpu_suite.sh OUT_DIR [PART...]
+#   PARTS: infer train assign benchmark quickstart compile (default: all, in that order)
+#   env PYTHON: interpreter, default .venv/bin/python or python3
 set -uo pipefail
 cd "$(dirname "$0")/.."
-out=${1:?usage: bash benchmarks/gpu_suite.sh OUT_DIR [infer|train|assign|benchmark|quickstart ...]}
+out=${1:?usage: bash benchmarks/gpu_suite.sh OUT_DIR [infer|train|assign|benchmark|quickstart|compile ...]}
 shift
-if [ $# -gt 0 ]; then parts=("$@"); else parts=(infer train assign benchmark quickstart); fi
+if [ $# -gt 0 ]; then parts=("$@"); else parts=(infer train assign benchmark quickstart compile); fi
 for part in "${parts[@]}"; do
-  case $part in infer|train|assign|benchmark|quickstart) ;; *) echo "unknown part: $part" >&2; exit 2;; esac
+  case $part in infer|train|assign|benchmark|quickstart|compile) ;; *) echo "unknown part: $part" >&2; exit 2;; esac
 done
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
@@ -58,6 +61,13 @@ benchmark() {
   step benchmark_train "${command[@]}" --mode train --amp fp16 --batch 2
   step benchmark_infer "${command[@]}" --mode infer --amp off --batch 1
   step gpu_tests "$PYTHON" -m pytest -q -s -p no:cacheprovider tests/models/test_host_syncs.py tests/test_host_tensor.py
+}
+
+compile() {
+  local command=("$PYTHON" -m gfldet.cli benchmark configs/gfl/gfl_r50_fpn_1x_coco.yaml --device cuda --runs 30
+                 --warmup 10 --compile)
+  step compile_train "${command[@]}" --mode train --amp fp16 --batch 2 --find-syncs
+  step compile_infer "${command[@]}" --mode infer --amp off --batch 1
 }
 
 quickstart() {
