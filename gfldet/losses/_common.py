@@ -1,11 +1,12 @@
-"""Helpers shared by the loss modules: class targets from labels, shape checks and the weighted reduction."""
+"""What the loss modules share: class targets from labels, shape checks, and :class:`WeightedLoss`, the reduction of
+a per-sample loss to the scalar the heads add up."""
 
 from __future__ import annotations
 
 from typing import Optional
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 
 def check_class_inputs(name: str, logits: Tensor, labels: Tensor) -> None:
@@ -39,3 +40,29 @@ def weighted_reduce(
         loss = loss * weight
     total = loss.sum() / avg_factor if avg_factor is not None else loss.mean()
     return loss_weight * total
+
+
+class WeightedLoss(nn.Module):
+    """A per-sample loss reduced to ``loss_weight * sum(loss * weight) / avg_factor`` (the mean of
+    ``loss * weight`` when ``avg_factor`` is None).
+
+    Subclasses implement :meth:`per_sample` (the unreduced loss of their inputs, float32; its docstring gives the
+    shapes) and name the hyper-parameters they store in ``hyper_parameters`` (shown by ``repr``). ``weight``
+    broadcasts against the per-sample loss.
+    """
+
+    hyper_parameters: tuple[str, ...] = ()
+
+    def __init__(self, *, loss_weight: float) -> None:
+        super().__init__()
+        self.loss_weight = loss_weight
+
+    def per_sample(self, *inputs: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, *inputs: Tensor, weight: Optional[Tensor] = None,
+                avg_factor: Optional[float | Tensor] = None) -> Tensor:
+        return weighted_reduce(self.per_sample(*inputs), weight, avg_factor, self.loss_weight)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{name}={getattr(self, name)}" for name in (*self.hyper_parameters, "loss_weight"))

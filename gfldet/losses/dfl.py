@@ -3,12 +3,10 @@ around a continuous target."""
 
 from __future__ import annotations
 
-from typing import Optional
-
-from torch import Tensor, nn
+from torch import Tensor
 from torch.nn import functional as F
 
-from ._common import weighted_reduce
+from ._common import WeightedLoss
 
 
 def distribution_focal_loss(logits: Tensor, target: Tensor) -> Tensor:
@@ -42,23 +40,9 @@ def distribution_focal_loss(logits: Tensor, target: Tensor) -> Tensor:
     )
 
 
-class DistributionFocalLoss(nn.Module):
-    """:func:`distribution_focal_loss` reduced to a scalar: ``loss_weight * sum(loss * weight) / avg_factor``
-    (mean over samples when ``avg_factor`` is None)."""
+class DistributionFocalLoss(WeightedLoss):
+    """:func:`distribution_focal_loss` reduced to a scalar (:class:`WeightedLoss`; ``weight [M]``)."""
 
-    def __init__(self, *, loss_weight: float) -> None:
-        super().__init__()
-        self.loss_weight = loss_weight
-
-    def forward(
-        self,
-        logits: Tensor,
-        target: Tensor,
-        weight: Optional[Tensor] = None,
-        avg_factor: Optional[float | Tensor] = None,
-    ) -> Tensor:
-        """``logits [M, n+1]``, ``target [M]``, ``weight [M]`` -> scalar."""
-        return weighted_reduce(distribution_focal_loss(logits, target), weight, avg_factor, self.loss_weight)
-
-    def extra_repr(self) -> str:
-        return f"loss_weight={self.loss_weight}"
+    def per_sample(self, logits: Tensor, target: Tensor) -> Tensor:
+        """``logits [M, n+1]``, ``target [M]`` in bin units -> ``[M]``."""
+        return distribution_focal_loss(logits, target)

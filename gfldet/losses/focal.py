@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
-from torch import Tensor, nn
+from torch import Tensor
 from torchvision.ops import sigmoid_focal_loss
 
-from ._common import check_class_inputs, soft_one_hot, weighted_reduce
+from ._common import WeightedLoss, check_class_inputs, soft_one_hot
 
 
 def focal_loss(logits: Tensor, labels: Tensor, alpha: float = 0.25, gamma: float = 2.0) -> Tensor:
@@ -29,26 +27,15 @@ def focal_loss(logits: Tensor, labels: Tensor, alpha: float = 0.25, gamma: float
     return sigmoid_focal_loss(logits, target, alpha=alpha, gamma=gamma, reduction="none").sum(dim=1)
 
 
-class FocalLoss(nn.Module):
-    """:func:`focal_loss` reduced to a scalar: ``loss_weight * sum(loss * weight) / avg_factor``
-    (mean over samples when ``avg_factor`` is None)."""
+class FocalLoss(WeightedLoss):
+    """:func:`focal_loss` reduced to a scalar (:class:`WeightedLoss`; ``weight [N]``)."""
+
+    hyper_parameters = ("alpha", "gamma")
 
     def __init__(self, *, alpha: float, gamma: float, loss_weight: float) -> None:
-        super().__init__()
-        self.alpha = alpha
-        self.gamma = gamma
-        self.loss_weight = loss_weight
+        super().__init__(loss_weight=loss_weight)
+        self.alpha, self.gamma = alpha, gamma
 
-    def forward(
-        self,
-        logits: Tensor,
-        labels: Tensor,
-        weight: Optional[Tensor] = None,
-        avg_factor: Optional[float | Tensor] = None,
-    ) -> Tensor:
-        """``logits [N, C]``, ``labels [N]`` (C = background), ``weight [N]`` -> scalar."""
-        loss = focal_loss(logits, labels, alpha=self.alpha, gamma=self.gamma)
-        return weighted_reduce(loss, weight, avg_factor, self.loss_weight)
-
-    def extra_repr(self) -> str:
-        return f"alpha={self.alpha}, gamma={self.gamma}, loss_weight={self.loss_weight}"
+    def per_sample(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """``logits [N, C]``, ``labels [N]`` (C = background) -> ``[N]``."""
+        return focal_loss(logits, labels, alpha=self.alpha, gamma=self.gamma)

@@ -7,13 +7,11 @@ He et al. (2019, "Bounding box regression with uncertainty") up to a constant, c
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.nn import functional as F
 
-from ._common import weighted_reduce
+from ._common import WeightedLoss
 
 __all__ = ["gaussian_nll_loss", "GaussianNLLLoss"]
 
@@ -36,19 +34,15 @@ def gaussian_nll_loss(mean: Tensor, log_var: Tensor, target: Tensor, eps: float 
     return F.gaussian_nll_loss(mean.float(), target.float(), var, full=False, eps=eps, reduction="none")
 
 
-class GaussianNLLLoss(nn.Module):
-    """:func:`gaussian_nll_loss` reduced to ``loss_weight * sum(loss * weight) / avg_factor``."""
+class GaussianNLLLoss(WeightedLoss):
+    """:func:`gaussian_nll_loss` reduced to a scalar (:class:`WeightedLoss`; ``weight`` e.g. ``[M, 1]``)."""
+
+    hyper_parameters = ("eps",)
 
     def __init__(self, *, loss_weight: float, eps: float = 1e-6) -> None:
-        super().__init__()
-        self.loss_weight = loss_weight
+        super().__init__(loss_weight=loss_weight)
         self.eps = eps
 
-    def forward(self, mean: Tensor, log_var: Tensor, target: Tensor, weight: Optional[Tensor] = None,
-                avg_factor: Optional[float | Tensor] = None) -> Tensor:
-        """``mean``, ``log_var``, ``target`` ``[M, 4]``; ``weight`` broadcastable (e.g. ``[M, 1]``) -> scalar."""
-        loss = gaussian_nll_loss(mean, log_var, target, eps=self.eps)
-        return weighted_reduce(loss, weight, avg_factor, self.loss_weight)
-
-    def extra_repr(self) -> str:
-        return f"loss_weight={self.loss_weight}, eps={self.eps}"
+    def per_sample(self, mean: Tensor, log_var: Tensor, target: Tensor) -> Tensor:
+        """``mean``, ``log_var``, ``target`` ``[M, 4]`` -> ``[M, 4]``."""
+        return gaussian_nll_loss(mean, log_var, target, eps=self.eps)

@@ -8,12 +8,10 @@ mask, and each boolean-mask indexing waits for the GPU (5 host synchronisations 
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ._common import weighted_reduce
+from ._common import WeightedLoss
 
 
 def giou_loss(pred_xyxy: Tensor, target_xyxy: Tensor, eps: float = 1e-7) -> Tensor:
@@ -43,25 +41,15 @@ def giou_loss(pred_xyxy: Tensor, target_xyxy: Tensor, eps: float = 1e-7) -> Tens
     return 1 - (iou - (enclosing - union) / (enclosing + eps))
 
 
-class GIoULoss(nn.Module):
-    """:func:`giou_loss` reduced to a scalar: ``loss_weight * sum(loss * weight) / avg_factor``
-    (mean over boxes when ``avg_factor`` is None)."""
+class GIoULoss(WeightedLoss):
+    """:func:`giou_loss` reduced to a scalar (:class:`WeightedLoss`; ``weight [M]``)."""
+
+    hyper_parameters = ("eps",)
 
     def __init__(self, *, loss_weight: float, eps: float = 1e-7) -> None:
-        super().__init__()
-        self.loss_weight = loss_weight
+        super().__init__(loss_weight=loss_weight)
         self.eps = eps
 
-    def forward(
-        self,
-        pred_xyxy: Tensor,
-        target_xyxy: Tensor,
-        weight: Optional[Tensor] = None,
-        avg_factor: Optional[float | Tensor] = None,
-    ) -> Tensor:
-        """``pred_xyxy [M, 4]``, ``target_xyxy [M, 4]``, ``weight [M]`` -> scalar."""
-        loss = giou_loss(pred_xyxy, target_xyxy, eps=self.eps)
-        return weighted_reduce(loss, weight, avg_factor, self.loss_weight)
-
-    def extra_repr(self) -> str:
-        return f"loss_weight={self.loss_weight}, eps={self.eps}"
+    def per_sample(self, pred_xyxy: Tensor, target_xyxy: Tensor) -> Tensor:
+        """``pred_xyxy [M, 4]``, ``target_xyxy [M, 4]`` (same units) -> ``[M]``."""
+        return giou_loss(pred_xyxy, target_xyxy, eps=self.eps)

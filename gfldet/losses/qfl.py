@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
-from torch import Tensor, nn
+from torch import Tensor
 from torch.nn import functional as F
 
-from ._common import check_class_inputs, soft_one_hot, weighted_reduce
+from ._common import WeightedLoss, check_class_inputs, soft_one_hot
 
 
 def quality_focal_loss(logits: Tensor, labels: Tensor, scores: Tensor, beta: float = 2.0) -> Tensor:
@@ -37,26 +35,15 @@ def quality_focal_loss(logits: Tensor, labels: Tensor, scores: Tensor, beta: flo
     return (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * modulator).sum(dim=1)
 
 
-class QualityFocalLoss(nn.Module):
-    """:func:`quality_focal_loss` reduced to a scalar: ``loss_weight * sum(loss * weight) / avg_factor``
-    (mean over samples when ``avg_factor`` is None)."""
+class QualityFocalLoss(WeightedLoss):
+    """:func:`quality_focal_loss` reduced to a scalar (:class:`WeightedLoss`; ``weight [N]``)."""
+
+    hyper_parameters = ("beta",)
 
     def __init__(self, *, beta: float, loss_weight: float) -> None:
-        super().__init__()
+        super().__init__(loss_weight=loss_weight)
         self.beta = beta
-        self.loss_weight = loss_weight
 
-    def forward(
-        self,
-        logits: Tensor,
-        labels: Tensor,
-        scores: Tensor,
-        weight: Optional[Tensor] = None,
-        avg_factor: Optional[float | Tensor] = None,
-    ) -> Tensor:
-        """``logits [N, C]``, ``labels [N]`` (C = background), ``scores [N]``, ``weight [N]`` -> scalar."""
-        loss = quality_focal_loss(logits, labels, scores, beta=self.beta)
-        return weighted_reduce(loss, weight, avg_factor, self.loss_weight)
-
-    def extra_repr(self) -> str:
-        return f"beta={self.beta}, loss_weight={self.loss_weight}"
+    def per_sample(self, logits: Tensor, labels: Tensor, scores: Tensor) -> Tensor:
+        """``logits [N, C]``, ``labels [N]`` (C = background), ``scores [N]`` -> ``[N]``."""
+        return quality_focal_loss(logits, labels, scores, beta=self.beta)

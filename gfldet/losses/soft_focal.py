@@ -7,12 +7,10 @@ float targets (p_t = p * y + (1 - p) * (1 - y)). Unlike Quality Focal Loss, its 
 """
 from __future__ import annotations
 
-from typing import Optional
-
-from torch import Tensor, nn
+from torch import Tensor
 from torchvision.ops import sigmoid_focal_loss
 
-from ._common import check_class_inputs, soft_one_hot, weighted_reduce
+from ._common import WeightedLoss, check_class_inputs, soft_one_hot
 
 __all__ = ["soft_focal_loss", "SoftFocalLoss"]
 
@@ -36,18 +34,15 @@ def soft_focal_loss(logits: Tensor, labels: Tensor, scores: Tensor, alpha: float
     return sigmoid_focal_loss(logits, target, alpha=alpha, gamma=gamma, reduction="none").sum(dim=1)
 
 
-class SoftFocalLoss(nn.Module):
-    """:func:`soft_focal_loss` reduced to ``loss_weight * sum(loss * weight) / avg_factor``; same call signature
-    as QualityFocalLoss (``logits, labels, scores``)."""
+class SoftFocalLoss(WeightedLoss):
+    """:func:`soft_focal_loss` reduced to a scalar (:class:`WeightedLoss`); same inputs as QualityFocalLoss."""
+
+    hyper_parameters = ("alpha", "gamma")
 
     def __init__(self, *, alpha: float, gamma: float, loss_weight: float) -> None:
-        super().__init__()
-        self.alpha, self.gamma, self.loss_weight = alpha, gamma, loss_weight
+        super().__init__(loss_weight=loss_weight)
+        self.alpha, self.gamma = alpha, gamma
 
-    def forward(self, logits: Tensor, labels: Tensor, scores: Tensor, weight: Optional[Tensor] = None,
-                avg_factor: Optional[float | Tensor] = None) -> Tensor:
-        loss = soft_focal_loss(logits, labels, scores, alpha=self.alpha, gamma=self.gamma)
-        return weighted_reduce(loss, weight, avg_factor, self.loss_weight)
-
-    def extra_repr(self) -> str:
-        return f"alpha={self.alpha}, gamma={self.gamma}, loss_weight={self.loss_weight}"
+    def per_sample(self, logits: Tensor, labels: Tensor, scores: Tensor) -> Tensor:
+        """``logits [N, C]``, ``labels [N]`` (C = background), ``scores [N]`` -> ``[N]``."""
+        return soft_focal_loss(logits, labels, scores, alpha=self.alpha, gamma=self.gamma)

@@ -12,7 +12,7 @@ def test_giou_loss_values():
     torch.testing.assert_close(giou_loss(pred, target), torch.tensor([0.0, 1.0, 0.5]))
     module = GIoULoss(loss_weight=2.0)
     weight = torch.tensor([1.0, 0.5, 2.0])
-    torch.testing.assert_close(module(pred, target, weight, avg_factor=2.0), torch.tensor(2.0 * (0.5 + 1.0) / 2))
+    torch.testing.assert_close(module(pred, target, weight=weight, avg_factor=2.0), torch.tensor(2.0 * (0.5 + 1.0) / 2))
     with pytest.raises(ValueError, match=r"\[M, 4\]"):
         giou_loss(pred, target[:2])
 
@@ -45,3 +45,14 @@ def test_focal_loss_is_torchvision_on_one_hot_targets():
     torch.testing.assert_close(focal_loss(logits, torch.where(background, -1, labels)), expected)
     module = FocalLoss(alpha=0.25, gamma=2.0, loss_weight=1.0)
     torch.testing.assert_close(module(logits, labels, avg_factor=3), expected.sum() / 3)
+
+
+def test_loss_modules_show_their_hyper_parameters_and_take_weights_by_name():
+    from gfldet.losses.soft_focal import SoftFocalLoss
+
+    assert repr(GIoULoss(loss_weight=2.0)) == "GIoULoss(eps=1e-07, loss_weight=2.0)"
+    assert repr(SoftFocalLoss(alpha=0.25, gamma=2.0, loss_weight=1.0)) == \
+        "SoftFocalLoss(alpha=0.25, gamma=2.0, loss_weight=1.0)"
+    boxes = torch.tensor([[0.0, 0.0, 2.0, 2.0]])
+    with pytest.raises(TypeError):  # a weight passed by position would be taken for a third input
+        GIoULoss(loss_weight=1.0)(boxes, boxes, torch.ones(1))

@@ -63,7 +63,7 @@ def test_qfl_module_reduction_and_shape_errors():
     module = QualityFocalLoss(beta=2.0, loss_weight=0.5)
     per_sample = quality_focal_loss(logits, labels, scores)
     expected = 0.5 * (per_sample * weight).sum() / 4
-    torch.testing.assert_close(module(logits, labels, scores, weight, avg_factor=4.0), expected)
+    torch.testing.assert_close(module(logits, labels, scores, weight=weight, avg_factor=4.0), expected)
     torch.testing.assert_close(module(logits, labels, scores), 0.5 * per_sample.mean())
     with pytest.raises(ValueError, match=r"logits \[N, C\] and labels \[N\]"):
         quality_focal_loss(logits, labels[:5], scores)
