@@ -11,6 +11,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torchvision.models import resnet50
@@ -20,6 +21,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from gfldet.config import load_config
+from gfldet.engine.amp import autocast, make_grad_scaler
 from gfldet.engine.benchmark import PeakMemory, Stage, StageTimes, environment_lines, median_ratio, run_stages
 from gfldet.engine.host_allocator import CPU_ALLOCATOR_MODES, configure_cpu_allocator
 from gfldet.engine.launch import resolve_device
@@ -28,6 +30,8 @@ from gfldet.models import build_detector
 REPO = Path(__file__).resolve().parents[1]
 R50_CONFIG = REPO / "configs/gfl/gfl_r50_fpn_1x_coco.yaml"
 NUM_CLASSES = 80
+# The training step of every contender: SGD over its trainable parameters
+SGD_LR, SGD_MOMENTUM, SGD_WEIGHT_DECAY = 1e-3, 0.9, 1e-4
 
 
 def build_gfl_r50(overrides: tuple[str, ...] = ()) -> torch.nn.Module:
@@ -51,6 +55,41 @@ def build_fcos_r50(*, height: int, width: int, score_thresh: float = 0.05, nms_t
     return FCOS(backbone, NUM_CLASSES, min_size=min(height, width), max_size=max(height, width),
                 image_mean=[0.0, 0.0, 0.0], image_std=[1.0, 1.0, 1.0], score_thresh=score_thresh,
                 nms_thresh=nms_thresh, detections_per_img=detections_per_img, topk_candidates=topk_candidates)
+
+
+def step_stages(model: torch.nn.Module, forward_loss: Callable[[], dict], *, device: torch.device,
+                amp: str) -> list[Stage]:
+    """One training step as stages every contender shares: forward+loss (``forward_loss()`` -> dict of losses,
+    which may be lists (mmdetection's per-level terms); under autocast for ``amp``) -> backward (scaled for fp16)
+    -> optimizer (SGD with ``SGD_*`` over the trainable parameters; scaler update; zero_grad)."""
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=SGD_LR,
+                                momentum=SGD_MOMENTUM, weight_decay=SGD_WEIGHT_DECAY)
+    scaler = make_grad_scaler(device, amp)
+
+    def losses(_):
+        with autocast(device, amp):
+            return sum(sum(v) if isinstance(v, list) else v for v in forward_loss().values())
+
+    def step(_):
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+
+    return [("forward+loss", losses), ("backward", lambda total: scaler.scale(total).backward()),
+            ("optimizer", step)]
+
+
+def gfl_train_stages(model: torch.nn.Module, batch, *, channels_last: bool, device: torch.device,
+                     amp: str) -> list[Stage]:
+    """:func:`step_stages` of gfldet's detector on ``batch`` (a ``Batch``), NHWC when ``channels_last`` (as
+    ``train.channels_last``)."""
+    model.train()
+    images = batch.images
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+    return step_stages(model, lambda: model(images, batch.image_sizes, batch.gt_boxes, batch.gt_labels),
+                       device=device, amp=amp)
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, *, default_runs: int, default_warmup: int = 1) -> None:

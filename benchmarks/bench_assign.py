@@ -6,7 +6,7 @@ path and their ratios, and checks that both give the same assignment. On a GPU e
 synchronisation (CPU time then says little: the host spins while it waits).
 
     python benchmarks/bench_assign.py [--images 16] [--gts 30] [--size 800 1333] [--runs 7] [--threads 1] [--no-grid]
-        [--device cpu|cuda]
+        [--device cpu|cuda] [--quick]
 """
 
 from __future__ import annotations
@@ -38,7 +38,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--no-grid", dest="grid", action="store_false",
                         help="exhaustive nearest-prior search (do not pass level_grids)")
-    return parser.parse_args()
+    parser.add_argument("--quick", action="store_true", help="2 images of 128x160, 3 GTs, 1 run: a smoke test")
+    args = parser.parse_args()
+    if args.quick:
+        args.images, args.gts, args.size, args.runs = 2, 3, (128, 160), 1
+    return args
 
 
 def random_boxes(generator: torch.Generator, num: int, height: int, width: int) -> torch.Tensor:

@@ -4,7 +4,7 @@ Both pipelines do the same work per image: decode the JPEG, keep-ratio resize in
 horizontal flip with p=0.5, normalise with the reference mean/std, and pad batches of 2 to a multiple of 32,
 with 2 DataLoader worker processes. Images per second are measured after a warm-up, over whole passes.
 
-    python benchmarks/bench_loader.py [--bccd ../shared/datasets/BCCD] [--images 400] [--workers 2]
+    python benchmarks/bench_loader.py [--bccd ../shared/datasets/BCCD] [--images 400] [--workers 2] [--quick]
 """
 
 from __future__ import annotations
@@ -98,7 +98,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; the best of each is kept")
+    parser.add_argument("--quick", action="store_true", help="16 images, no workers, 1 round: a smoke test")
     args = parser.parse_args()
+    if args.quick:
+        args.images, args.workers, args.rounds = 16, 0, 1
     torch.set_num_threads(1)
     logging.getLogger("gfldet.data").setLevel(logging.ERROR)   # BCCD's two degenerate boxes are expected
     bccd = Path(args.bccd)

@@ -25,52 +25,14 @@ import os
 import torch
 
 import _common
-from gfldet.engine.amp import AMP_MODES, autocast, make_grad_scaler
+from gfldet.engine.amp import AMP_MODES
 from gfldet.engine.benchmark import run_interleaved, synthetic_batch
-
-LR, MOMENTUM, WEIGHT_DECAY = 1e-3, 0.9, 1e-4
-
-
-def sgd(model: torch.nn.Module) -> torch.optim.SGD:
-    return torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=LR, momentum=MOMENTUM,
-                           weight_decay=WEIGHT_DECAY)
-
-
-def step_stages(model, forward_loss, *, device: torch.device, amp: str):
-    """forward+loss (input ignored; under autocast for ``amp``) -> backward (loss scaled for fp16) -> optimizer
-    step (SGD, see the module docstring; scaler update, zero_grad): the split every contender shares."""
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=LR, momentum=MOMENTUM,
-                                weight_decay=WEIGHT_DECAY)
-    scaler = make_grad_scaler(device, amp)
-
-    def losses(_):
-        with autocast(device, amp):
-            return sum(forward_loss().values())
-
-    def step(_):
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-
-    return [("forward+loss", losses), ("backward", lambda total: scaler.scale(total).backward()),
-            ("optimizer", step)]
-
-
-def gfl_pipeline(model, batch, *, channels_last: bool, device: torch.device, amp: str):
-    model.train()
-    images = batch.images
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-        images = images.contiguous(memory_format=torch.channels_last)
-    return step_stages(model, lambda: model(images, batch.image_sizes, batch.gt_boxes, batch.gt_labels),
-                       device=device, amp=amp)
-
 
 def fcos_pipeline(model, batch, *, device: torch.device, amp: str):
     model.train()
     images = [im[:, :h, :w] for im, (h, w) in zip(batch.images, batch.image_sizes)]
     targets = [{"boxes": b, "labels": lab} for b, lab in zip(batch.gt_boxes, batch.gt_labels)]
-    return step_stages(model, lambda: model(images, targets), device=device, amp=amp)
+    return _common.step_stages(model, lambda: model(images, targets), device=device, amp=amp)
 
 
 def run_size(args, batch_size: int, height: int, width: int, amp: str) -> list[str]:
@@ -83,7 +45,7 @@ def run_size(args, batch_size: int, height: int, width: int, amp: str) -> list[s
     if device.type == "cuda":
         models["torchvision FCOS (channels_last)"] = copy.deepcopy(fcos).to(memory_format=torch.channels_last)
     pipelines = {name: ((fcos_pipeline(model, batch, device=device, amp=amp) if name.startswith("torchvision")
-                         else gfl_pipeline(model, batch, channels_last="channels_last" in name, device=device,
+                         else _common.gfl_train_stages(model, batch, channels_last="channels_last" in name, device=device,
                                            amp=amp)), None)
                  for name, model in models.items()}
     times = run_interleaved(pipelines, runs=args.runs, warmup=args.warmup, device=device)

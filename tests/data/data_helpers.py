@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 
 from gfldet.config import Config
+from tests.bccd import bccd_root  # noqa: F401  (the data tests import it from here)
 
 REPO = Path(__file__).resolve().parents[2]
 MEAN = [123.675, 116.28, 103.53]
 STD = [58.395, 57.12, 57.375]
-
-
-def bccd_root() -> Path | None:
-    """BCCD (read-only VOC) from GFLDET_BCCD or ../shared/datasets/BCCD beside the repo; skip (or fail under CI)."""
-    root = Path(os.environ.get("GFLDET_BCCD", REPO.parent / "shared" / "datasets" / "BCCD"))
-    if (root / "Annotations").is_dir():
-        return root
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"BCCD not found at {root} but CI=true requires it")
-    pytest.skip(f"BCCD not found at {root} (set GFLDET_BCCD)")
 
 
 def data_cfg(train: dict, val: dict | None = None, **overrides) -> Config:

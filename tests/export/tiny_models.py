@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from gfldet.config import Config
 from gfldet.data.coco import read_rgb
 from gfldet.data.synthetic import SynthSpec, generate_synthetic
 from gfldet.models import build_detector
+from tests.bccd import bccd_root
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = REPO / "configs" / "_base_"
@@ -66,14 +66,8 @@ def to_input(image_rgb: np.ndarray, divisor: int = 32) -> torch.Tensor:
 
 
 def bccd_image() -> Path:
-    """A BCCD JPEG (GFLDET_BCCD or ../shared/datasets/BCCD beside the repo); skip when absent, fail under CI."""
-    root = Path(os.environ.get("GFLDET_BCCD", REPO.parent / "shared" / "datasets" / "BCCD"))
-    images = sorted((root / "JPEGImages").glob("*.jpg"))
-    if images:
-        return images[0]
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"BCCD not found at {root} but CI=true requires it")
-    pytest.skip(f"BCCD not found at {root} (set GFLDET_BCCD)")
+    """The first BCCD JPEG (see tests/bccd.py: skip when absent, fail under CI)."""
+    return sorted((bccd_root() / "JPEGImages").glob("*.jpg"))[0]
 
 
 def run_command(name: str, argv: list[str]) -> int:

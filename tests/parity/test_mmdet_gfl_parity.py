@@ -17,7 +17,7 @@ import torch
 from gfldet.checkpoint import convert_mmdet_state_dict
 from gfldet.config import load_config
 from gfldet.models import build_detector
-from tests.mmdet_compat import import_mmdet
+from tests.mmdet_compat import import_mmdet, mmdet_gfl_config, torchvision_nms
 
 mmdet = import_mmdet()
 from mmengine.config import ConfigDict  # noqa: E402
@@ -31,38 +31,10 @@ NUM_CLASSES, CHANNELS, PAD = 3, 64, 32
 RTOL = 1e-5
 
 
-def _mmdet_config() -> dict:
-    return dict(
-        type="GFL",
-        data_preprocessor=dict(type="DetDataPreprocessor", pad_size_divisor=PAD),
-        backbone=dict(type="ResNet", depth=18, num_stages=4, out_indices=(0, 1, 2, 3), frozen_stages=1,
-                      norm_cfg=dict(type="BN", requires_grad=True), norm_eval=True, style="pytorch"),
-        neck=dict(type="FPN", in_channels=[64, 128, 256, 512], out_channels=CHANNELS, start_level=1,
-                  add_extra_convs="on_output", num_outs=5),
-        bbox_head=dict(
-            type="GFLHead", num_classes=NUM_CLASSES, in_channels=CHANNELS, stacked_convs=2, feat_channels=CHANNELS,
-            anchor_generator=dict(type="AnchorGenerator", ratios=[1.0], octave_base_scale=8, scales_per_octave=1,
-                                  strides=[8, 16, 32, 64, 128]),
-            loss_cls=dict(type="QualityFocalLoss", use_sigmoid=True, beta=2.0, loss_weight=1.0),
-            loss_dfl=dict(type="DistributionFocalLoss", loss_weight=0.25), reg_max=16,
-            loss_bbox=dict(type="GIoULoss", loss_weight=2.0)),
-        train_cfg=dict(assigner=dict(type="ATSSAssigner", topk=9), allowed_border=-1, pos_weight=-1, debug=False),
-        test_cfg=dict(nms_pre=1000, min_bbox_size=0, score_thr=0.05, nms=dict(type="nms", iou_threshold=0.6),
-                      max_per_img=100),
-    )
-
-
 def _ours_overrides() -> list[str]:
     return ["model.backbone.depth=18", "model.backbone.pretrained=false", f"model.num_classes={NUM_CLASSES}",
             f"model.neck.out_channels={CHANNELS}", f"model.head.feat_channels={CHANNELS}",
             "model.head.stacked_convs=2"]
-
-
-def _torchvision_nms(boxes, scores, iou_threshold, offset=0, score_threshold=0, max_num=-1):
-    """Stand-in for mmcv's compiled nms (mmcv-lite has none): same contract, torchvision kernel."""
-    assert offset == 0 and score_threshold == 0 and max_num == -1
-    keep = torch.ops.torchvision.nms(boxes, scores, float(iou_threshold))
-    return torch.cat([boxes[keep], scores[keep, None]], dim=1), keep
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +42,8 @@ def models():
     register_all_modules()
     MMLogger.get_current_instance().setLevel(logging.ERROR)  # no per-parameter init report
     torch.manual_seed(0)
-    theirs = MODELS.build(ConfigDict(_mmdet_config()))
+    theirs = MODELS.build(ConfigDict(mmdet_gfl_config(depth=18, num_classes=NUM_CLASSES, channels=CHANNELS,
+                                                       stacked_convs=2, pad_size_divisor=PAD)))
     theirs.init_weights()
     with torch.no_grad():  # make every parameter and BN statistic non-trivial, scores spread around 0.5
         for name, tensor in theirs.state_dict().items():
@@ -191,7 +164,7 @@ def test_loss_gradients_match(models):
 
 
 def test_predict_matches(models, monkeypatch):
-    monkeypatch.setattr(importlib.import_module("mmcv.ops.nms"), "nms", _torchvision_nms)
+    monkeypatch.setattr(importlib.import_module("mmcv.ops.nms"), "nms", torchvision_nms)
     theirs, ours = models
     images, _, _ = _batch()
     scale_factors = [(0.75, 0.8), (1.0, 1.0), (2.0, 1.5)]
