@@ -45,8 +45,8 @@ def run_size(args, batch_size: int, height: int, width: int, amp: str) -> list[s
     if device.type == "cuda":
         models["torchvision FCOS (channels_last)"] = copy.deepcopy(fcos).to(memory_format=torch.channels_last)
     pipelines = {name: ((fcos_pipeline(model, batch, device=device, amp=amp) if name.startswith("torchvision")
-                         else _common.gfl_train_stages(model, batch, channels_last="channels_last" in name, device=device,
-                                           amp=amp)), None)
+                         else _common.gfl_train_stages(model, batch, channels_last="channels_last" in name,
+                                                       device=device, amp=amp)), None)
                  for name, model in models.items()}
     times = run_interleaved(pipelines, runs=args.runs, warmup=args.warmup, device=device)
     precision = "fp32" if amp == "off" else f"{amp} autocast (every contender)"

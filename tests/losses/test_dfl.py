@@ -47,7 +47,8 @@ def test_dfl_module_reduction_and_errors():
     weight = torch.linspace(0.1, 1.0, 6)
     module = DistributionFocalLoss(loss_weight=0.25)
     per_sample = distribution_focal_loss(logits, TARGETS)
-    torch.testing.assert_close(module(logits, TARGETS, weight=weight, avg_factor=4.0), 0.25 * (per_sample * weight).sum() / 4)
+    torch.testing.assert_close(module(logits, TARGETS, weight=weight, avg_factor=4.0),
+                               0.25 * (per_sample * weight).sum() / 4)
     with pytest.raises(ValueError, match=r"logits \[M, n\+1\] and target \[M\]"):
         distribution_focal_loss(logits, TARGETS[:, None])
     assert distribution_focal_loss(logits.bfloat16(), TARGETS).dtype == torch.float32
