@@ -2,6 +2,7 @@
 
     bash scripts/install_parity_deps.sh                 # mmdetection 3.3 (pure-PyTorch parts) into .venv
     python benchmarks/bench_vs_mmdet.py [--quick] [--runs 5] [--modes infer train] [--sizes 2x800x1333 8x512x512]
+        [--amp off bf16]
 
 mmdetection's GFL is built from its registry as its ``gfl_r50_fpn_1x_coco`` config has it (ResNet-50 with
 frozen_stages=1 and norm_eval, FPN P3-P7 from the outputs, GFLHead with 4 GroupNorm convs per tower, reg_max 16,
@@ -17,7 +18,7 @@ mmcv-lite has no compiled ops: mmdetection's NMS runs torchvision's C++ kernel t
   prior_prob 0.01: few candidates) and ``saturated`` (cls bias 0: 5 x 1000 candidates reach NMS in both).
 - ``train``: one step (forward, loss, backward, SGD as in bench_train_vs_torchvision.py) on the same images and
   8 GT boxes per image. mmdetection: ``GFL.loss`` on DetDataSamples; gfldet: its training forward, NHWC
-  (``train.channels_last``, default) and NCHW.
+  (``train.channels_last``, default) and NCHW. ``--amp bf16`` runs the forward and loss of both under autocast.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ import torch
 
 import _common
 from gfldet.checkpoint import convert_mmdet_state_dict
-from gfldet.engine.amp import autocast
+from gfldet.engine.amp import AMP_MODES, autocast
 from gfldet.engine.benchmark import inference_stages, run_interleaved, synthetic_batch
 from gfldet.models.inference_opt import optimize_for_inference
 
@@ -77,7 +78,7 @@ def mmdet_inference_stages(model, batch) -> list:
     return [(name, torch.inference_mode()(fn)) for name, fn in stages]
 
 
-def mmdet_train_stages(model, batch, *, device: torch.device) -> list:
+def mmdet_train_stages(model, batch, *, device: torch.device, amp: str) -> list:
     from mmdet.structures import DetDataSample
     from mmengine.structures import InstanceData
 
@@ -87,7 +88,7 @@ def mmdet_train_stages(model, batch, *, device: torch.device) -> list:
         sample.gt_instances = InstanceData(bboxes=boxes, labels=labels)
         samples.append(sample)
     model.train()
-    return _common.step_stages(model, lambda: model.loss(batch.images, samples), device=device, amp="off")
+    return _common.step_stages(model, lambda: model.loss(batch.images, samples), device=device, amp=amp)
 
 
 def run_infer(args) -> list[str]:
@@ -117,7 +118,7 @@ def run_infer(args) -> list[str]:
     return lines
 
 
-def run_train(args, batch_size: int, height: int, width: int) -> list[str]:
+def run_train(args, batch_size: int, height: int, width: int, amp: str) -> list[str]:
     batch = synthetic_batch(batch_size=batch_size, height=height, width=width, num_classes=_common.NUM_CLASSES,
                             device=args.device)
     theirs, ours = build_pair()
@@ -125,14 +126,16 @@ def run_train(args, batch_size: int, height: int, width: int) -> list[str]:
     ours_nchw.load_state_dict(ours.state_dict())
     pipelines = {
         "gfldet (channels_last)": (_common.gfl_train_stages(ours, batch, channels_last=True, device=args.device,
-                                                            amp="off"), None),
+                                                            amp=amp), None),
         "gfldet (NCHW)": (_common.gfl_train_stages(ours_nchw, batch, channels_last=False, device=args.device,
-                                                   amp="off"), None),
-        "mmdetection GFL": (mmdet_train_stages(theirs, batch, device=args.device), None),
+                                                   amp=amp), None),
+        "mmdetection GFL": (mmdet_train_stages(theirs, batch, device=args.device, amp=amp), None),
     }
     times = run_interleaved(pipelines, runs=args.runs, warmup=args.warmup, device=args.device)
+    precision = "fp32" if amp == "off" else f"{amp} autocast (both)"
     return [f"**Training step, batch {batch_size}, {height}x{width}** (padded {batch.images.shape[2]}x"
-            f"{batch.images.shape[3]}), fp32; load average after: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}",
+            f"{batch.images.shape[3]}), {precision}; load average after: "
+            f"{' / '.join(f'{x:.2f}' for x in os.getloadavg())}",
             "", *_common.ratio_lines(times, peer="mmdetection GFL", batch_size=batch_size, device=args.device), "",
             *_common.stage_lines(times, batch_size=batch_size, device=args.device), ""]
 
@@ -142,6 +145,8 @@ def main() -> None:
     _common.add_common_arguments(parser, default_runs=5, default_warmup=3)
     parser.add_argument("--modes", nargs="+", choices=("infer", "train"), default=["infer", "train"])
     parser.add_argument("--sizes", nargs="+", default=["2x800x1333", "8x512x512"], help="training NxHxW settings")
+    parser.add_argument("--amp", nargs="+", choices=list(AMP_MODES), default=["off"],
+                        help="precision modes of the training step, each run for both (default: off)")
     args = parser.parse_args()
     _common.setup(args)
     if args.device.type != "cpu":
@@ -161,7 +166,8 @@ def main() -> None:
         body += run_infer(args)
     if "train" in args.modes:
         for batch_size, height, width in sizes:
-            body += run_train(args, batch_size, height, width)
+            for amp in args.amp:
+                body += run_train(args, batch_size, height, width, amp)
     _common.write_report(args, name="vs_mmdet", title="gfldet vs mmdetection GFL R-50-FPN", body=body)
 
 
