@@ -21,7 +21,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from gfldet.config import load_config
-from gfldet.engine.amp import autocast, make_grad_scaler
+from gfldet.engine.amp import AMP_MODES, autocast, make_grad_scaler
 from gfldet.engine.benchmark import PeakMemory, Stage, StageTimes, environment_lines, median_ratio, run_stages
 from gfldet.engine.host_allocator import CPU_ALLOCATOR_MODES, configure_cpu_allocator
 from gfldet.engine.launch import resolve_device
@@ -105,6 +105,19 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, default_runs: int, 
                         help="malloc mode of the whole process, so of every contender (default reuse, as gfldet "
                              "train; system = glibc's default)")
     parser.add_argument("--md", type=Path, default=None, help="markdown snippet path (default benchmarks/results/)")
+
+
+def add_step_arguments(parser: argparse.ArgumentParser, *, default_amp: list[str]) -> None:
+    """``--sizes`` (training NxHxW settings) and ``--amp`` (precision modes, each run for every contender)."""
+    parser.add_argument("--sizes", nargs="+", default=["2x800x1333", "8x512x512"], help="training NxHxW settings")
+    parser.add_argument("--amp", nargs="+", choices=list(AMP_MODES), default=default_amp,
+                        help=f"precision modes of the training step, each run for every contender (default: "
+                             f"{' and '.join(default_amp)})")
+
+
+def step_sizes(args: argparse.Namespace) -> list[tuple[int, int, int]]:
+    """(batch, height, width) of each ``--sizes`` setting; one tiny one under ``--quick``."""
+    return [(2, 128, 160)] if args.quick else [tuple(int(v) for v in s.split("x")) for s in args.sizes]
 
 
 def setup(args: argparse.Namespace) -> None:

@@ -25,7 +25,6 @@ import os
 import torch
 
 import _common
-from gfldet.engine.amp import AMP_MODES
 from gfldet.engine.benchmark import run_interleaved, synthetic_batch
 
 def fcos_pipeline(model, batch, *, device: torch.device, amp: str):
@@ -63,15 +62,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     # 3 warm-up steps: the heap grows over the first steps (page faults) before a training run's steady state
     _common.add_common_arguments(parser, default_runs=5, default_warmup=3)
-    parser.add_argument("--sizes", nargs="+", default=["2x800x1333", "8x512x512"], help="NxHxW settings")
-    parser.add_argument("--amp", nargs="+", choices=list(AMP_MODES), default=["off", "bf16"],
-                        help="precision modes, each run for every contender (default: off and bf16)")
+    _common.add_step_arguments(parser, default_amp=["off", "bf16"])
     args = parser.parse_args()
     _common.setup(args)
-    sizes = [(2, 128, 160)] if args.quick else [tuple(int(v) for v in s.split("x")) for s in args.sizes]
     body = [f"One training step, random weights, {args.runs} interleaved rounds after {args.warmup} warm-up, "
             f"{args.threads} thread(s). Ratio = median over rounds of gfldet time / FCOS time in the same round.", ""]
-    for batch_size, height, width in sizes:
+    for batch_size, height, width in _common.step_sizes(args):
         for amp in args.amp:
             body += run_size(args, batch_size, height, width, amp)
     _common.write_report(args, name="train_vs_torchvision", title="Training step vs torchvision FCOS", body=body)

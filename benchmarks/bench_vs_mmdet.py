@@ -32,7 +32,7 @@ import torch
 
 import _common
 from gfldet.checkpoint import convert_mmdet_state_dict
-from gfldet.engine.amp import AMP_MODES, autocast
+from gfldet.engine.amp import autocast
 from gfldet.engine.benchmark import inference_stages, run_interleaved, synthetic_batch
 from gfldet.models.inference_opt import optimize_for_inference
 
@@ -144,9 +144,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     _common.add_common_arguments(parser, default_runs=5, default_warmup=3)
     parser.add_argument("--modes", nargs="+", choices=("infer", "train"), default=["infer", "train"])
-    parser.add_argument("--sizes", nargs="+", default=["2x800x1333", "8x512x512"], help="training NxHxW settings")
-    parser.add_argument("--amp", nargs="+", choices=list(AMP_MODES), default=["off"],
-                        help="precision modes of the training step, each run for both (default: off)")
+    _common.add_step_arguments(parser, default_amp=["off"])
     args = parser.parse_args()
     _common.setup(args)
     if args.device.type != "cpu":
@@ -158,14 +156,13 @@ def main() -> None:
         sys.exit(f"mmdetection is not installed ({error}): bash scripts/install_parity_deps.sh")
     importlib.import_module("mmcv.ops.nms").nms = torchvision_nms
     args.infer_size = (128, 160) if args.quick else (800, 1333)
-    sizes = [(2, 128, 160)] if args.quick else [tuple(int(v) for v in s.split("x")) for s in args.sizes]
     torch.manual_seed(0)
     body = [f"Same weights in both; {args.runs} interleaved rounds after {args.warmup} warm-up, {args.threads} "
             f"thread(s). Ratio = median over rounds of gfldet time / mmdetection time in the same round.", ""]
     if "infer" in args.modes:
         body += run_infer(args)
     if "train" in args.modes:
-        for batch_size, height, width in sizes:
+        for batch_size, height, width in _common.step_sizes(args):
             for amp in args.amp:
                 body += run_train(args, batch_size, height, width, amp)
     _common.write_report(args, name="vs_mmdet", title="gfldet vs mmdetection GFL R-50-FPN", body=body)
