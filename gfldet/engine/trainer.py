@@ -57,7 +57,7 @@ class Trainer:
                  meta: dict | None = None):
         self.model = model
         self.compile_mode = compile_mode
-        self._forward = self._compiled_or_eager(model)
+        self._compiled: tuple[nn.Module, Callable] | None = None  # (the model it wraps, torch.compile's wrapper)
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
         self.train_loader = train_loader
@@ -105,12 +105,16 @@ class Trainer:
         finally:
             self.logger.close()
             self.model = self.bare_model
-            self._forward = self._compiled_or_eager(self.model)  # holds no reference to the DDP wrapper either
+            self._compiled = None  # the compiled wrapper holds the DDP wrapper too
 
-    def _compiled_or_eager(self, model: nn.Module) -> Callable:
-        """What ``train_step`` calls: ``model`` itself, or a ``torch.compile`` wrapper around it (lazy: it compiles
-        at its first call)."""
-        return torch.compile(model, mode=self.compile_mode) if self.compile_mode else model
+    def _model_call(self) -> Callable:
+        """What ``train_step`` calls: ``self.model``, or a ``torch.compile`` wrapper around the model held now
+        (built at the first call, rebuilt when ``self.model`` was replaced; it compiles at its own first call)."""
+        if not self.compile_mode:
+            return self.model
+        if self._compiled is None or self._compiled[0] is not self.model:
+            self._compiled = (self.model, torch.compile(self.model, mode=self.compile_mode))
+        return self._compiled[1]
 
     def _train_epoch(self) -> None:
         self.model.train()
@@ -142,7 +146,7 @@ class Trainer:
         batch = batch.to(self.device, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)
         with autocast(self.device, self.amp):
-            losses = self._forward(batch.images, batch.image_sizes, batch.gt_boxes, batch.gt_labels)
+            losses = self._model_call()(batch.images, batch.image_sizes, batch.gt_boxes, batch.gt_labels)
         loss = sum(losses.values())
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)  # no-op unless fp16

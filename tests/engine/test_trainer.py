@@ -189,3 +189,13 @@ def test_compiled_training_matches_eager_and_leaves_the_module_eager(tmp_path):
         torch.testing.assert_close(compiled.eval_model.state_dict()[key], value, rtol=1e-4, atol=1e-6)
     events = [json.loads(line) for line in (tmp_path / "compiled" / "log.jsonl").read_text().splitlines()]
     assert any(e["mode"] == "event" and "torch.compile (mode default)" in e["message"] for e in events)
+
+
+@pytest.mark.parametrize("compile_mode", [None, "default"])
+def test_a_model_replaced_after_construction_is_the_one_trained(tmp_path, compile_mode):
+    # e.g. wrapped in DistributedDataParallel after the Trainer was built: the steps must go through the new one
+    trainer = make_trainer(tmp_path, max_iters=2, compile_mode=compile_mode)
+    first = trainer.model
+    trainer.model = TinyDetector()
+    trainer.train()
+    assert trainer.model.calls == 2 and first.calls == 0
