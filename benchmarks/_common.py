@@ -154,6 +154,18 @@ def ratio_lines(times: dict[str, StageTimes], *, peer: str, batch_size: int, dev
     return rows
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 min load averages, e.g. ``1.98 / 1.73 / 1.43``."""
+    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def timing_block(heading: str, times: dict[str, StageTimes], *, peer: str, batch_size: int,
+                 device: torch.device) -> list[str]:
+    """Markdown lines of one setting: ``heading``, then :func:`ratio_lines` and :func:`stage_lines`."""
+    return [heading, "", *ratio_lines(times, peer=peer, batch_size=batch_size, device=device), "",
+            *stage_lines(times, batch_size=batch_size, device=device), ""]
+
+
 def stage_lines(times: dict[str, StageTimes], *, batch_size: int, device: torch.device) -> list[str]:
     """Markdown table rows: median ms per image of every stage of every pipeline (CPU time on the CPU, wall time
     of the synchronised stage on a GPU)."""
@@ -191,10 +203,9 @@ def write_report(args: argparse.Namespace, *, name: str, title: str, body: list[
     """Print the snippet and write it to ``args.md`` (default benchmarks/results/<name>[_cuda][_quick].md); the
     title gets the device kind appended."""
     command = "python " + " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
-    load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     on_gpu = args.device.type == "cuda"
     lines = [f"### {title} ({'GPU' if on_gpu else 'CPU'})", "", *[f"- {line}" for line in args.environment],
-             f"- load average at the end: {load}", f"- command: `{command}`", "", *body, ""]
+             f"- load average at the end: {load_average()}", f"- command: `{command}`", "", *body, ""]
     text = "\n".join(lines)
     print(text)
     suffix = ("_cuda" if on_gpu else "") + ("_quick" if args.quick else "")

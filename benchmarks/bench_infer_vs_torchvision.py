@@ -148,12 +148,11 @@ def run_scenario(args, batch, scenario: str, amp: str) -> list[str]:
                  for name, model in models.items()}
     times = run_interleaved(pipelines, runs=args.runs, warmup=args.warmup, device=device)
     precision = "fp32" if amp == "off" else f"{amp} autocast (every contender)"
-    lines = [f"**Scenario `{scenario}`, {precision}**: candidates sent to NMS: gfldet {gfl_candidates}, "
-             f"FCOS {fcos_candidates}; detections kept: gfldet "
-             f"{len(times['gfldet (plain)'].last_output[0]['boxes'])}, FCOS "
-             f"{len(times['torchvision FCOS'].last_output[0]['boxes'])}", "",
-             *_common.ratio_lines(times, peer="torchvision FCOS", batch_size=1, device=device), "",
-             *_common.stage_lines(times, batch_size=1, device=device), ""]
+    heading = (f"**Scenario `{scenario}`, {precision}**: candidates sent to NMS: gfldet {gfl_candidates}, "
+               f"FCOS {fcos_candidates}; detections kept: gfldet "
+               f"{len(times['gfldet (plain)'].last_output[0]['boxes'])}, FCOS "
+               f"{len(times['torchvision FCOS'].last_output[0]['boxes'])}")
+    lines = _common.timing_block(heading, times, peer="torchvision FCOS", batch_size=1, device=device)
     if device.type == "cuda":
         lines += [*_common.cuda_memory_lines(pipelines, models, device=device), ""]
     return lines

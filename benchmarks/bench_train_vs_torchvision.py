@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 
 import torch
 
 import _common
 from gfldet.engine.benchmark import run_interleaved, synthetic_batch
+
 
 def fcos_pipeline(model, batch, *, device: torch.device, amp: str):
     model.train()
@@ -49,10 +49,9 @@ def run_size(args, batch_size: int, height: int, width: int, amp: str) -> list[s
                  for name, model in models.items()}
     times = run_interleaved(pipelines, runs=args.runs, warmup=args.warmup, device=device)
     precision = "fp32" if amp == "off" else f"{amp} autocast (every contender)"
-    lines = [f"**Batch {batch_size}, {height}x{width}** (padded {batch.images.shape[2]}x{batch.images.shape[3]}), "
-             f"{precision}; load average after: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}", "",
-             *_common.ratio_lines(times, peer="torchvision FCOS", batch_size=batch_size, device=device), "",
-             *_common.stage_lines(times, batch_size=batch_size, device=device), ""]
+    heading = (f"**Batch {batch_size}, {height}x{width}** (padded {batch.images.shape[2]}x{batch.images.shape[3]}), "
+               f"{precision}; load average after: {_common.load_average()}")
+    lines = _common.timing_block(heading, times, peer="torchvision FCOS", batch_size=batch_size, device=device)
     if device.type == "cuda":
         lines += [*_common.cuda_memory_lines(pipelines, models, device=device), ""]
     return lines

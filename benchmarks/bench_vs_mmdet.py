@@ -23,9 +23,9 @@ mmcv-lite has no compiled ops: mmdetection's NMS runs torchvision's C++ kernel t
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
 import logging
-import os
 import sys
 
 import torch
@@ -98,9 +98,7 @@ def run_infer(args) -> list[str]:
     fp32 = lambda: autocast(args.device, "off")  # noqa: E731  (a fresh context per call)
     for scenario in ("init", "saturated"):
         theirs, ours = build_pair(saturated=scenario == "saturated")
-        optimised = _common.build_gfl_r50()
-        optimised.load_state_dict(ours.state_dict())
-        optimize_for_inference(optimised)
+        optimised = optimize_for_inference(copy.deepcopy(ours))
         ours.eval()
         theirs.eval()
         pipelines = {
@@ -111,10 +109,9 @@ def run_infer(args) -> list[str]:
             "mmdetection GFL": (mmdet_inference_stages(theirs, batch), batch.images),
         }
         times = run_interleaved(pipelines, runs=args.runs, warmup=args.warmup, device=args.device)
-        lines += [f"**Inference, batch 1, {args.infer_size[0]}x{args.infer_size[1]}, scenario {scenario}**; load "
-                  f"average after: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}", "",
-                  *_common.ratio_lines(times, peer="mmdetection GFL", batch_size=1, device=args.device), "",
-                  *_common.stage_lines(times, batch_size=1, device=args.device), ""]
+        heading = (f"**Inference, batch 1, {args.infer_size[0]}x{args.infer_size[1]}, scenario {scenario}**; load "
+                   f"average after: {_common.load_average()}")
+        lines += _common.timing_block(heading, times, peer="mmdetection GFL", batch_size=1, device=args.device)
     return lines
 
 
@@ -122,8 +119,7 @@ def run_train(args, batch_size: int, height: int, width: int, amp: str) -> list[
     batch = synthetic_batch(batch_size=batch_size, height=height, width=width, num_classes=_common.NUM_CLASSES,
                             device=args.device)
     theirs, ours = build_pair()
-    ours_nchw = _common.build_gfl_r50()
-    ours_nchw.load_state_dict(ours.state_dict())
+    ours_nchw = copy.deepcopy(ours)
     pipelines = {
         "gfldet (channels_last)": (_common.gfl_train_stages(ours, batch, channels_last=True, device=args.device,
                                                             amp=amp), None),
@@ -133,11 +129,9 @@ def run_train(args, batch_size: int, height: int, width: int, amp: str) -> list[
     }
     times = run_interleaved(pipelines, runs=args.runs, warmup=args.warmup, device=args.device)
     precision = "fp32" if amp == "off" else f"{amp} autocast (both)"
-    return [f"**Training step, batch {batch_size}, {height}x{width}** (padded {batch.images.shape[2]}x"
-            f"{batch.images.shape[3]}), {precision}; load average after: "
-            f"{' / '.join(f'{x:.2f}' for x in os.getloadavg())}",
-            "", *_common.ratio_lines(times, peer="mmdetection GFL", batch_size=batch_size, device=args.device), "",
-            *_common.stage_lines(times, batch_size=batch_size, device=args.device), ""]
+    heading = (f"**Training step, batch {batch_size}, {height}x{width}** (padded {batch.images.shape[2]}x"
+               f"{batch.images.shape[3]}), {precision}; load average after: {_common.load_average()}")
+    return _common.timing_block(heading, times, peer="mmdetection GFL", batch_size=batch_size, device=args.device)
 
 
 def main() -> None:
