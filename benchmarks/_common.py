@@ -25,6 +25,7 @@ from gfldet.engine.amp import AMP_MODES, autocast, make_grad_scaler
 from gfldet.engine.benchmark import PeakMemory, Stage, StageTimes, environment_lines, median_ratio, run_stages
 from gfldet.engine.host_allocator import CPU_ALLOCATOR_MODES, configure_cpu_allocator
 from gfldet.engine.launch import resolve_device
+from gfldet.engine.memory_format import describe_channels_last
 from gfldet.models import build_detector
 
 REPO = Path(__file__).resolve().parents[1]
@@ -130,11 +131,13 @@ def setup(args: argparse.Namespace) -> None:
         args.runs, args.warmup = 1, 0
     if args.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # what `gfldet train/test` set on a GPU; the peer gets it too
-        args.environment = [*environment_lines(args.device), "cudnn.benchmark: on (every contender)"]
+        args.environment = [*environment_lines(args.device), "cudnn.benchmark: on (every contender)",
+                            f"gfldet train's layout here: {describe_channels_last('auto', args.device)}"]
         return
     changed = configure_cpu_allocator(args.cpu_allocator)
     allocator = args.cpu_allocator if changed else f"{args.cpu_allocator} (malloc unchanged)"
-    args.environment = [*environment_lines(args.device), f"CPU allocator (every contender): {allocator}"]
+    args.environment = [*environment_lines(args.device), f"CPU allocator (every contender): {allocator}",
+                        f"gfldet train's layout here: {describe_channels_last('auto', args.device)}"]
 
 
 def ratio_lines(times: dict[str, StageTimes], *, peer: str, batch_size: int, device: torch.device) -> list[str]:

@@ -34,8 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="CPU: keep freed memory for reuse (default, as gfldet train) or glibc's default")
     parser.add_argument("--gts", type=int, default=8, help="random GT boxes per image for --mode train")
     parser.add_argument("--no-optimize", action="store_true", help="infer: skip optimize_for_inference")
-    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
-                        help="NHWC weights and activations (default on)")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                        help="NHWC weights and activations (default: as gfldet test/infer (on) and gfldet train "
+                             "(train.channels_last: auto, on for AVX-512 CPUs only) do)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile backbone, neck and head (infer) or forward and loss (train, as "
                              "train.compile); the first runs compile, so raise --warmup")
@@ -122,8 +123,11 @@ def _stages(model, batch, cfg, args, device):
 
     from gfldet.engine import benchmark as bench
     from gfldet.engine.amp import autocast, make_grad_scaler
+    from gfldet.engine.memory_format import use_channels_last
 
     amp_context = lambda: autocast(device, args.amp)  # noqa: E731  (a fresh context per call)
+    if args.channels_last is None:
+        args.channels_last = args.mode == "infer" or use_channels_last("auto", device)
     if args.mode == "infer":
         from gfldet.models.inference_opt import optimize_for_inference
 

@@ -337,7 +337,8 @@ def environment_lines(device: torch.device) -> list[str]:
     if device.type == "cuda":
         machine = f"GPU {torch.cuda.get_device_name(device)}, CPU {cpu_model()}"
     else:
-        machine = f"CPU {cpu_model()} ({os.cpu_count()} cores visible, {torch.get_num_threads()} torch threads)"
+        machine = (f"CPU {cpu_model()} (vector capability {torch.backends.cpu.get_cpu_capability()}, "
+                   f"{os.cpu_count()} cores visible, {torch.get_num_threads()} torch threads)")
     load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     return [f"machine: {machine}",
             f"versions: python {platform.python_version()}, torch {torch.__version__}, "

@@ -2,9 +2,9 @@
 
 Config section ``train`` (defaults in ``configs/_base_/default_runtime.yaml`` and ``configs/_base_/schedules/``):
 exactly one of ``max_epochs`` / ``max_iters``; ``eval_interval`` and ``checkpoint_interval`` in that unit;
-``seed``, ``deterministic``, ``amp`` (off|fp16|bf16), ``channels_last``, ``grad_clip`` (max L2 norm or null),
-``ema`` (decay or null), ``keep_last``, ``log_interval``, ``max_nan_steps``, ``lr_schedule`` (see ``schedules.py``),
-``sync_bn``, ``find_unused_parameters``, ``device`` (auto|cpu|cuda), ``tensorboard``, ``cpu_allocator``
+``seed``, ``deterministic``, ``amp`` (off|fp16|bf16), ``channels_last`` (auto|true|false, see ``memory_format.py``),
+``grad_clip`` (max L2 norm or null), ``ema`` (decay or null), ``keep_last``, ``log_interval``, ``max_nan_steps``,
+``lr_schedule`` (see ``schedules.py``), ``sync_bn``, ``find_unused_parameters``, ``device`` (auto|cpu|cuda), ``tensorboard``, ``cpu_allocator``
 (reuse|system, optional, see ``host_allocator.py``), ``compile`` (false|true|a ``torch.compile`` mode, optional).
 Section ``evaluation``: ``backend``.
 """
@@ -24,6 +24,7 @@ from gfldet.engine.evaluator import CocoEvaluator, format_ap_table, predictions_
 from gfldet.engine.host_allocator import CPU_ALLOCATOR_MODES, configure_cpu_allocator
 from gfldet.engine.inference import evaluated_image_ids, run_inference
 from gfldet.engine.logging import TrainLogger
+from gfldet.engine.memory_format import check_channels_last, describe_channels_last, use_channels_last
 from gfldet.engine.optim import build_optimizer
 from gfldet.engine.reproducibility import seed_everything, set_deterministic
 from gfldet.engine.schedules import build_lr_scheduler
@@ -144,6 +145,7 @@ def check_train_section(cfg: Config) -> Config:
             raise ConfigError(f"{tcfg.where(key)}: train.{key} must be an integer >= 0 (see default_runtime.yaml), "
                               f"got {tcfg[key]!r}")
     compile_mode(tcfg)
+    check_channels_last(tcfg.channels_last, where=tcfg.where("channels_last"))
     return tcfg
 
 
@@ -156,8 +158,9 @@ def _build_model(cfg: Config, *, device: torch.device, load_from: str | Path | N
         load_model_weights(model, load_from, strict=False)
     if cfg.train.sync_bn and get_world_size() > 1:
         model = convert_sync_batchnorm(model)
-    # NHWC weights make every conv (and so every activation) channels_last: oneDNN and cuDNN run faster on it
-    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    # NHWC weights make every conv (and so every activation) channels_last, where that is faster (memory_format.py)
+    nhwc = use_channels_last(cfg.train.channels_last, device)
+    memory_format = torch.channels_last if nhwc else torch.contiguous_format
     return model.to(device, memory_format=memory_format)
 
 
@@ -185,9 +188,10 @@ def train(cfg: Config, *, work_dir: str | Path, resume: str | Path | None = None
     iters_per_epoch = len(train_loader)
     max_iters, by_epoch = schedule_length(tcfg, iters_per_epoch)
     checkpoint = load_checkpoint(resume) if resume is not None else None
-    logger = TrainLogger(work_dir=work_dir, enabled=is_main_process(), max_iters=max_iters,
-                         start_iter=checkpoint["meta"]["iteration"] if checkpoint else 0,
+    start_iter = checkpoint["meta"]["iteration"] if checkpoint else 0
+    logger = TrainLogger(work_dir=work_dir, enabled=is_main_process(), max_iters=max_iters, start_iter=start_iter,
                          log_interval=int(tcfg.log_interval), tensorboard=bool(tcfg.tensorboard))
+    logger.event(describe_channels_last(tcfg.channels_last, device), iteration=start_iter)
     evaluate = (build_evaluate_fn(cfg, device=device, amp=tcfg.amp, show_images=logger.log_images)
                 if tcfg.eval_interval else None)
     trainer = Trainer(
