@@ -27,6 +27,7 @@ from gfldet.engine.host_allocator import CPU_ALLOCATOR_MODES, configure_cpu_allo
 from gfldet.engine.launch import resolve_device
 from gfldet.engine.memory_format import describe_channels_last
 from gfldet.models import build_detector
+from gfldet.models.winograd_conv import winograd_pays_off
 
 REPO = Path(__file__).resolve().parents[1]
 R50_CONFIG = REPO / "configs/gfl/gfl_r50_fpn_1x_coco.yaml"
@@ -137,7 +138,9 @@ def setup(args: argparse.Namespace) -> None:
     changed = configure_cpu_allocator(args.cpu_allocator)
     allocator = args.cpu_allocator if changed else f"{args.cpu_allocator} (malloc unchanged)"
     args.environment = [*environment_lines(args.device), f"CPU allocator (every contender): {allocator}",
-                        f"gfldet train's layout here: {describe_channels_last('auto', args.device)}"]
+                        f"gfldet train's layout here: {describe_channels_last('auto', args.device)}",
+                        "optimize_for_inference's Winograd (NNPACK) convolutions here: "
+                        f"{'on' if winograd_pays_off(args.device) else 'off'}"]
 
 
 def ratio_lines(times: dict[str, StageTimes], *, peer: str, batch_size: int, device: torch.device) -> list[str]:

@@ -130,14 +130,16 @@ def _stages(model, batch, cfg, args, device):
         args.channels_last = args.mode == "infer" or use_channels_last("auto", device)
     if args.mode == "infer":
         from gfldet.models.inference_opt import optimize_for_inference
+        from gfldet.models.winograd_conv import WinogradConv2d
 
         if args.no_optimize:
             model.eval()
             optimisations = "none (--no-optimize)"
         else:
             optimize_for_inference(model, channels_last=args.channels_last, compile=args.compile)
+            winograd = any(isinstance(m, WinogradConv2d) for m in model.modules())
             optimisations = (f"optimize_for_inference: fold_bn=on channels_last={'on' if args.channels_last else 'off'}"
-                             f" compile={'on' if args.compile else 'off'}")
+                             f" winograd={'on' if winograd else 'off'} compile={'on' if args.compile else 'off'}")
         return bench.inference_stages(model, batch, autocast=amp_context), optimisations
     from gfldet.engine.optim import build_optimizer
 

@@ -4,9 +4,9 @@ Config section ``train`` (defaults in ``configs/_base_/default_runtime.yaml`` an
 exactly one of ``max_epochs`` / ``max_iters``; ``eval_interval`` and ``checkpoint_interval`` in that unit;
 ``seed``, ``deterministic``, ``amp`` (off|fp16|bf16), ``channels_last`` (auto|true|false, see ``memory_format.py``),
 ``grad_clip`` (max L2 norm or null), ``ema`` (decay or null), ``keep_last``, ``log_interval``, ``max_nan_steps``,
-``lr_schedule`` (see ``schedules.py``), ``sync_bn``, ``find_unused_parameters``, ``device`` (auto|cpu|cuda), ``tensorboard``, ``cpu_allocator``
-(reuse|system, optional, see ``host_allocator.py``), ``compile`` (false|true|a ``torch.compile`` mode, optional).
-Section ``evaluation``: ``backend``.
+``lr_schedule`` (see ``schedules.py``), ``sync_bn``, ``find_unused_parameters``, ``device`` (auto|cpu|cuda),
+``tensorboard``, ``cpu_allocator`` (reuse|system, optional, see ``host_allocator.py``), ``compile`` (false|true|a
+``torch.compile`` mode, optional). Section ``evaluation``: ``backend``.
 """
 from __future__ import annotations
 

@@ -4,13 +4,15 @@
 into the convolution that feeds it (``torch.nn.utils.fusion.fuse_conv_bn_eval``): ``W' = W * g / sqrt(v + eps)``,
 ``b' = (b - m) * g / sqrt(v + eps) + beta``. That removes one full pass over every backbone activation. By default
 it also converts the weights to ``channels_last`` (NHWC; activations follow), which oneDNN and cuDNN convolutions
-run faster; optionally it compiles backbone, neck and head with ``torch.compile``. Measured effects:
-``docs/benchmarks.md``.
+run faster; on AVX2 CPUs it runs the stride-1 3x3 convolutions of the neck and head on large maps on NNPACK's
+Winograd kernels (``winograd_conv.py``); optionally it compiles backbone, neck and head with ``torch.compile``.
+Measured effects: ``docs/benchmarks.md``.
 
 The rewritten model is for inference only: the folded BatchNorms become ``nn.Identity`` (so the state dict loses
 their keys; load checkpoints *before* optimising) and ``train()`` would no longer restore them.
-Outputs differ from the original model's by float32 rounding only (relative ~1e-6 on the raw outputs; a detection
-whose score sits within that margin of ``score_thr``, or two near-equal scores, can flip in rare cases).
+Outputs differ from the original model's by float32 rounding only (relative ~1e-6 on the raw outputs, ~1e-5 with
+the Winograd convolutions; a detection whose score sits within that margin of ``score_thr``, or two near-equal
+scores, can flip in rare cases).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models import resnet as tv_resnet
 
 from gfldet.models.backbones import ResNet
+from gfldet.models.winograd_conv import swap_in_winograd_convs, winograd_pays_off
 
 __all__ = ["fold_batchnorm", "optimize_for_inference"]
 
@@ -61,19 +64,28 @@ def fold_batchnorm(model: nn.Module) -> int:
 
 
 def optimize_for_inference(model: nn.Module, *, fold_bn: bool = True, channels_last: bool = True,
-                           compile: bool = False) -> nn.Module:
+                           winograd: bool | None = None, compile: bool = False) -> nn.Module:
     """Prepare a detector for inference, in place, and return it (see the module docstring).
 
-    fold_bn: fold BatchNorm into convs; channels_last: NHWC weights (activations follow); compile: wrap the
-    forward of the detector's ``backbone``, ``neck`` and ``head`` in ``torch.compile`` with inductor's weight
-    freezing (the first call per input shape compiles for minutes on a CPU; new shapes recompile).
-    Post-processing is never compiled: its shapes depend on the data.
+    fold_bn: fold BatchNorm into convs; channels_last: NHWC weights (activations follow); winograd: stride-1 3x3
+    convs of ``neck`` and ``head`` on large maps run on NNPACK (None: where that pays off, see
+    :func:`winograd_pays_off`; never under ``compile``, tracing or on GPUs); compile: wrap the forward of the
+    detector's ``backbone``, ``neck`` and ``head`` in ``torch.compile`` with inductor's weight freezing (the first
+    call per input shape compiles for minutes on a CPU; new shapes recompile). Post-processing is never compiled:
+    its shapes depend on the data.
     """
     model.eval().requires_grad_(False)
     if fold_bn:
         fold_batchnorm(model)
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    if winograd is None:
+        winograd = all(winograd_pays_off(device) for device in {p.device for p in model.parameters()})
+    if winograd:
+        # neck and head only: in the backbone NNPACK's thread pool and oneDNN's (the 1x1 convolutions between the
+        # 3x3 ones) compete for the cores; with it the whole forward was slower (docs/benchmarks.md)
+        for part in ("neck", "head"):
+            swap_in_winograd_convs(getattr(model, part))
     if compile:
         for name in ("backbone", "neck", "head"):
             part = getattr(model, name)

@@ -1,0 +1,112 @@
+"""NNPACK Winograd convolutions: same outputs as the direct ones (to Winograd's rounding), used only where they
+should be (large float32 CPU maps at inference), swapped in only for eligible layers."""
+from __future__ import annotations
+
+import copy
+from unittest import mock
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gfldet.models import build_detector
+from gfldet.models.inference_opt import optimize_for_inference
+from gfldet.models.winograd_conv import MIN_POSITIONS, WinogradConv2d, nnpack_available, swap_in_winograd_convs
+
+pytestmark = pytest.mark.skipif(not nnpack_available(), reason="this PyTorch build has no usable NNPACK")
+
+# Against a float64 reference, relative to the output's largest magnitude (direct float32 conv: ~1.5e-6).
+WINOGRAD_RTOL = 1e-4
+
+
+def _layer(bias: bool = True) -> WinogradConv2d:
+    torch.manual_seed(0)
+    return WinogradConv2d.from_conv(nn.Conv2d(16, 24, 3, padding=1, bias=bias)).eval()
+
+
+def _count_nnpack_calls():
+    return mock.patch.object(torch, "_nnpack_spatial_convolution", wraps=torch._nnpack_spatial_convolution)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_large_maps_run_on_nnpack_image_by_image_and_match_direct_convolution(bias):
+    layer = _layer(bias)
+    x = torch.randn(2, 16, 64, 72)  # 4608 positions >= MIN_POSITIONS
+    assert 64 * 72 >= MIN_POSITIONS
+    with torch.inference_mode(), _count_nnpack_calls() as nnpack:
+        out = layer(x)
+    assert nnpack.call_count == 2 and out.shape == (2, 24, 64, 72)
+    reference = F.conv2d(x.double(), layer.weight.double(), None if layer.bias is None else layer.bias.double(),
+                         padding=1)
+    assert (out.double() - reference).abs().max() < WINOGRAD_RTOL * reference.abs().max()
+    assert not torch.equal(out, F.conv2d(x, layer.weight, layer.bias, padding=1))  # really another algorithm
+
+
+def test_everything_else_runs_the_ordinary_convolution():
+    layer = _layer()
+    small, large = torch.randn(1, 16, 32, 40), torch.randn(1, 16, 64, 72)
+    with _count_nnpack_calls() as nnpack:
+        with torch.inference_mode():
+            assert torch.equal(layer(small), F.conv2d(small, layer.weight, layer.bias, padding=1))
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                assert layer(large).dtype == torch.bfloat16
+            assert torch.equal(layer.double()(large.double()), F.conv2d(large.double(), layer.weight, layer.bias,
+                                                                         padding=1))
+        layer.float()
+        grad_input = large.clone().requires_grad_()
+        layer(grad_input).sum().backward()
+        assert grad_input.grad is not None
+        traced = torch.jit.trace(layer, large, check_trace=False)  # as gfldet.export traces
+    assert nnpack.call_count == 0
+    assert "nnpack" not in str(traced.graph)
+
+
+def test_swap_takes_only_plain_stride1_3x3_convolutions_and_shares_their_parameters():
+    class WeightStandardised(nn.Conv2d):
+        pass
+
+    model = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 3, stride=2, padding=1),
+                          nn.Conv2d(8, 8, 1), nn.Conv2d(8, 8, 3, padding=2, dilation=2),
+                          nn.Conv2d(8, 8, 3, padding=1, groups=2), WeightStandardised(8, 8, 3, padding=1),
+                          nn.Sequential(nn.Conv2d(8, 8, 3, padding=1)))
+    weights = [m.weight for m in model.modules() if isinstance(m, nn.Conv2d)]
+    keys = list(model.state_dict())
+    assert swap_in_winograd_convs(model) == 2
+    assert [type(m) for m in model.modules() if isinstance(m, nn.Conv2d)].count(WinogradConv2d) == 2
+    assert type(model[0]) is WinogradConv2d and type(model[6][0]) is WinogradConv2d
+    assert [m.weight for m in model.modules() if isinstance(m, nn.Conv2d)] == weights
+    assert list(model.state_dict()) == keys
+
+
+@pytest.mark.parametrize(("capability", "expected"), [("AVX2", True), ("AVX512", False), ("DEFAULT", False)])
+def test_optimize_for_inference_swaps_neck_and_head_on_avx2_cpus(small_model_cfg, monkeypatch, capability,
+                                                                  expected):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    model = optimize_for_inference(build_detector(small_model_cfg()))
+    swapped = {part: any(isinstance(m, WinogradConv2d) for m in getattr(model, part).modules())
+               for part in ("backbone", "neck", "head")}
+    assert swapped == {"backbone": False, "neck": expected, "head": expected}
+    forced = optimize_for_inference(build_detector(small_model_cfg()), winograd=False)
+    assert not any(isinstance(m, WinogradConv2d) for m in forced.modules())
+
+
+def test_detector_outputs_and_detections_match_without_winograd(small_model_cfg):
+    torch.manual_seed(0)
+    # prior_prob 0.3: random weights then give detections above score_thr
+    model = build_detector(small_model_cfg("model.head.prior_prob=0.3")).eval()
+    images = torch.randn(1, 3, 512, 640)  # P3 64x80: the head's convs there run on NNPACK
+    sizes, scales = [(512, 640)], [(1.0, 1.0)]
+    direct = optimize_for_inference(copy.deepcopy(model), winograd=False)
+    winograd = optimize_for_inference(copy.deepcopy(model), winograd=True)
+    with torch.inference_mode(), _count_nnpack_calls() as nnpack:
+        outputs = [m.raw_outputs(images) for m in (direct, winograd)]
+        detections = [m.predict(images, sizes, scales)[0] for m in (direct, winograd)]
+    assert nnpack.call_count > 0
+    for ref_maps, win_maps in zip(*outputs):
+        scale = max(m.abs().max().item() for m in ref_maps)
+        assert max((a - b).abs().max().item() for a, b in zip(win_maps, ref_maps)) < WINOGRAD_RTOL * scale
+    ref, win = detections
+    assert len(ref["boxes"]) > 0 and torch.equal(ref["labels"], win["labels"])
+    torch.testing.assert_close(win["boxes"], ref["boxes"], rtol=0, atol=1e-2)
+    torch.testing.assert_close(win["scores"], ref["scores"], rtol=0, atol=1e-4)
