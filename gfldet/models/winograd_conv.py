@@ -15,7 +15,7 @@ AVX2-only AMD EPYC (Zen 2), 2 threads, one image, against oneDNN NCHW / NHWC:
 so a map is sent to NNPACK from :data:`MIN_POSITIONS` output positions up. A batch goes image by image: NNPACK's
 batched entry point runs its slower training algorithm (686 ms for two images at P3). NNPACK runs on its own
 thread pool: interleaved with oneDNN's 1x1 convolutions (a ResNet's bottlenecks) the two pools compete for the
-cores, so ``optimize_for_inference`` swaps only the neck's and head's convolutions (measured below).
+cores, so ``optimize_for_inference`` swaps only the neck's and head's convolutions (``docs/benchmarks.md``).
 
 Rounding: against a float64 reference, NNPACK's outputs are off by ~1.4e-5 of the output's largest magnitude,
 direct convolution by ~1.5e-6 (a 256->256 3x3 layer at P3); both far below TF32's, which GPUs use for float32
