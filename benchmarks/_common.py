@@ -130,17 +130,17 @@ def setup(args: argparse.Namespace) -> None:
     args.device = torch.device(resolve_device(args.device, setting="--device"))
     if args.quick:
         args.runs, args.warmup = 1, 0
+    args.environment = [*environment_lines(args.device),
+                        f"gfldet train's layout here: {describe_channels_last('auto', args.device)}"]
     if args.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # what `gfldet train/test` set on a GPU; the peer gets it too
-        args.environment = [*environment_lines(args.device), "cudnn.benchmark: on (every contender)",
-                            f"gfldet train's layout here: {describe_channels_last('auto', args.device)}"]
+        args.environment.append("cudnn.benchmark: on (every contender)")
         return
     changed = configure_cpu_allocator(args.cpu_allocator)
     allocator = args.cpu_allocator if changed else f"{args.cpu_allocator} (malloc unchanged)"
-    args.environment = [*environment_lines(args.device), f"CPU allocator (every contender): {allocator}",
-                        f"gfldet train's layout here: {describe_channels_last('auto', args.device)}",
-                        "optimize_for_inference's Winograd (NNPACK) convolutions here: "
-                        f"{'on' if winograd_pays_off(args.device) else 'off'}"]
+    args.environment += [f"CPU allocator (every contender): {allocator}",
+                         "optimize_for_inference's Winograd (NNPACK) convolutions here: "
+                         f"{'on' if winograd_pays_off(args.device) else 'off'}"]
 
 
 def ratio_lines(times: dict[str, StageTimes], *, peer: str, batch_size: int, device: torch.device) -> list[str]:
