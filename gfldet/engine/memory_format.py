@@ -10,8 +10,9 @@ training step faster depends on the convolution kernels the machine has (figures
   R-50 steps take 1.6x (2x800x1333) and 1.19x (8x512x512) of NCHW's time.
 - CUDA (H200, cuDNN): NCHW steps were 1-3 % faster in fp32, fp16 and bf16 autocast (one run; within noise).
 
-``auto`` therefore means NHWC on AVX-512 CPUs and NCHW elsewhere. Inference is not affected:
-``optimize_for_inference`` always uses NHWC, whose forward kernels are the faster ones on both CPUs.
+``auto`` therefore means NHWC on AVX-512 CPUs and NCHW elsewhere. Inference does not use this setting:
+``optimize_for_inference`` makes the model NHWC, whose forward kernels are the faster ones on both CPUs, and on
+AVX2 CPUs sends the neck's and head's 3x3 convolutions to NNPACK (``gfldet/models/winograd_conv.py``).
 """
 from __future__ import annotations
 
