@@ -23,9 +23,9 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from gfldet.config import load_config
 from gfldet.engine.amp import AMP_MODES, autocast, make_grad_scaler
 from gfldet.engine.benchmark import PeakMemory, Stage, StageTimes, environment_lines, median_ratio, run_stages
+from gfldet.engine.conv_kernels import prepare_for_training, use_channels_last, use_winograd
 from gfldet.engine.host_allocator import CPU_ALLOCATOR_MODES, configure_cpu_allocator
 from gfldet.engine.launch import resolve_device
-from gfldet.engine.memory_format import describe_channels_last
 from gfldet.models import build_detector
 from gfldet.models.winograd_conv import winograd_pays_off
 
@@ -81,17 +81,42 @@ def step_stages(model: torch.nn.Module, forward_loss: Callable[[], dict], *, dev
             ("optimizer", step)]
 
 
-def gfl_train_stages(model: torch.nn.Module, batch, *, channels_last: bool, device: torch.device,
+def train_conv_kernels(device: torch.device) -> dict[str, bool]:
+    """What ``gfldet train`` picks on ``device`` with ``train.channels_last`` and ``train.winograd`` at auto."""
+    return {"channels_last": use_channels_last("auto", device), "winograd": use_winograd("auto", device)}
+
+
+def describe_kernels(kernels: dict[str, bool]) -> str:
+    """``{"channels_last": False, "winograd": True}`` -> ``"NCHW, Winograd"``; ``"NCHW"`` for neither."""
+    return ", ".join(["channels_last" if kernels["channels_last"] else "NCHW"]
+                     + (["Winograd"] if kernels["winograd"] else []))
+
+
+def gfl_train_stages(model: torch.nn.Module, batch, *, channels_last: bool, winograd: bool, device: torch.device,
                      amp: str) -> list[Stage]:
-    """:func:`step_stages` of gfldet's detector on ``batch`` (a ``Batch``), NHWC when ``channels_last`` (as
-    ``train.channels_last``)."""
+    """:func:`step_stages` of gfldet's detector on ``batch`` (a ``Batch``) with the convolution kernels of
+    ``train.channels_last`` / ``train.winograd``."""
     model.train()
+    prepare_for_training(model, channels_last=channels_last, winograd=winograd)
     images = batch.images
     if channels_last:
-        model.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
     return step_stages(model, lambda: model(images, batch.image_sizes, batch.gt_boxes, batch.gt_labels),
                        device=device, amp=amp)
+
+
+def gfl_train_contenders(build: Callable[[], torch.nn.Module], batch, *, device: torch.device, amp: str
+                         ) -> tuple[dict[str, tuple[list[Stage], None]], dict[str, torch.nn.Module]]:
+    """Pipelines of gfldet's training step, and their models (each from ``build()``): with the convolution kernels
+    ``gfldet train`` picks here and, where those differ, with plain NCHW direct convolutions for comparison."""
+    chosen, plain = train_conv_kernels(device), {"channels_last": False, "winograd": False}
+    variants = {f"gfldet ({describe_kernels(chosen)})": chosen}
+    if chosen != plain:
+        variants["gfldet (NCHW, direct)"] = plain
+    models = {name: build() for name in variants}
+    pipelines = {name: (gfl_train_stages(models[name], batch, **kernels, device=device, amp=amp), None)
+                 for name, kernels in variants.items()}
+    return pipelines, models
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, *, default_runs: int, default_warmup: int = 1) -> None:
@@ -130,17 +155,18 @@ def setup(args: argparse.Namespace) -> None:
     args.device = torch.device(resolve_device(args.device, setting="--device"))
     if args.quick:
         args.runs, args.warmup = 1, 0
+    training = describe_kernels(train_conv_kernels(args.device))
+    inference = describe_kernels({"channels_last": True, "winograd": winograd_pays_off(args.device)})
     args.environment = [*environment_lines(args.device),
-                        f"gfldet train's layout here: {describe_channels_last('auto', args.device)}"]
+                        f"gfldet's convolution kernels here: training {training} (train.channels_last / "
+                        f"train.winograd: auto); inference {inference} (optimize_for_inference)"]
     if args.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # what `gfldet train/test` set on a GPU; the peer gets it too
         args.environment.append("cudnn.benchmark: on (every contender)")
         return
     changed = configure_cpu_allocator(args.cpu_allocator)
     allocator = args.cpu_allocator if changed else f"{args.cpu_allocator} (malloc unchanged)"
-    args.environment += [f"CPU allocator (every contender): {allocator}",
-                         "optimize_for_inference's Winograd (NNPACK) convolutions here: "
-                         f"{'on' if winograd_pays_off(args.device) else 'off'}"]
+    args.environment.append(f"CPU allocator (every contender): {allocator}")
 
 
 def ratio_lines(times: dict[str, StageTimes], *, peer: str, batch_size: int, device: torch.device) -> list[str]:

@@ -38,15 +38,15 @@ def run_size(args, batch_size: int, height: int, width: int, amp: str) -> list[s
     device = args.device
     batch = synthetic_batch(batch_size=batch_size, height=height, width=width, num_classes=_common.NUM_CLASSES,
                             device=device)
+    pipelines, models = _common.gfl_train_contenders(lambda: _common.build_gfl_r50().to(device), batch,
+                                                     device=device, amp=amp)
     fcos = _common.build_fcos_r50(height=height, width=width).to(device)
-    models = {"gfldet (channels_last)": _common.build_gfl_r50().to(device),
-              "gfldet (NCHW)": _common.build_gfl_r50().to(device), "torchvision FCOS": fcos}
+    peers = {"torchvision FCOS": fcos}
     if device.type == "cuda":
-        models["torchvision FCOS (channels_last)"] = copy.deepcopy(fcos).to(memory_format=torch.channels_last)
-    pipelines = {name: ((fcos_pipeline(model, batch, device=device, amp=amp) if name.startswith("torchvision")
-                         else _common.gfl_train_stages(model, batch, channels_last="channels_last" in name,
-                                                       device=device, amp=amp)), None)
-                 for name, model in models.items()}
+        peers["torchvision FCOS (channels_last)"] = copy.deepcopy(fcos).to(memory_format=torch.channels_last)
+    pipelines.update({name: (fcos_pipeline(model, batch, device=device, amp=amp), None)
+                      for name, model in peers.items()})
+    models.update(peers)
     times = run_interleaved(pipelines, runs=args.runs, warmup=args.warmup, device=device)
     precision = "fp32" if amp == "off" else f"{amp} autocast (every contender)"
     heading = (f"**Batch {batch_size}, {height}x{width}** (padded {batch.images.shape[2]}x{batch.images.shape[3]}), "

@@ -2,8 +2,9 @@
 
 Random weights unless ``--ckpt`` is given (nothing is downloaded: ``model.backbone.pretrained`` is switched off).
 ``infer`` times backbone+neck / head / post-processing of ``model.predict``, after ``optimize_for_inference``
-(BatchNorm folding, channels_last; ``--no-optimize`` times the plain model); ``train`` times forward / loss /
-backward / optimizer of one step with random GT boxes, using the config's ``optimizer`` section.
+(BatchNorm folding, channels_last, Winograd convolutions; ``--no-optimize`` times the plain model); ``train`` times
+forward / loss / backward / optimizer of one step with random GT boxes, using the config's ``optimizer`` section
+and the convolution kernels ``gfldet train`` would pick (``train.channels_last`` / ``train.winograd``: auto).
 ``--profile`` and ``--find-syncs`` then say where the time goes (see ``gfldet.engine.benchmark``).
 """
 from __future__ import annotations
@@ -37,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                         help="NHWC weights and activations (default: as gfldet test/infer (on) and gfldet train "
                              "(train.channels_last: auto, on for AVX-512 CPUs only) do)")
+    parser.add_argument("--winograd", action=argparse.BooleanOptionalAction, default=None,
+                        help="the neck's and head's 3x3 convs on NNPACK's Winograd kernels (default: as gfldet "
+                             "test/infer/train (train.winograd: auto) do: on for AVX2 CPUs only)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile backbone, neck and head (infer) or forward and loss (train, as "
                              "train.compile); the first runs compile, so raise --warmup")
@@ -123,7 +127,7 @@ def _stages(model, batch, cfg, args, device):
 
     from gfldet.engine import benchmark as bench
     from gfldet.engine.amp import autocast, make_grad_scaler
-    from gfldet.engine.memory_format import use_channels_last
+    from gfldet.engine.conv_kernels import prepare_for_training, use_channels_last, use_winograd
 
     amp_context = lambda: autocast(device, args.amp)  # noqa: E731  (a fresh context per call)
     if args.channels_last is None:
@@ -136,7 +140,8 @@ def _stages(model, batch, cfg, args, device):
             model.eval()
             optimisations = "none (--no-optimize)"
         else:
-            optimize_for_inference(model, channels_last=args.channels_last, compile=args.compile)
+            optimize_for_inference(model, channels_last=args.channels_last, winograd=args.winograd,
+                                   compile=args.compile)
             winograd = any(isinstance(m, WinogradConv2d) for m in model.modules())
             optimisations = (f"optimize_for_inference: fold_bn=on channels_last={'on' if args.channels_last else 'off'}"
                              f" winograd={'on' if winograd else 'off'} compile={'on' if args.compile else 'off'}")
@@ -144,8 +149,8 @@ def _stages(model, batch, cfg, args, device):
     from gfldet.engine.optim import build_optimizer
 
     model.train()
-    if args.channels_last:
-        model.to(memory_format=torch.channels_last)
+    winograd = use_winograd("auto" if args.winograd is None else args.winograd, device)
+    prepare_for_training(model, channels_last=args.channels_last, winograd=winograd)
     if args.compile:  # forward and loss, as train.compile; the loss's data-dependent steps become graph breaks
         model.raw_outputs = torch.compile(model.raw_outputs)
         model.head.loss = torch.compile(model.head.loss)
@@ -155,7 +160,7 @@ def _stages(model, batch, cfg, args, device):
         optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
     stages = bench.training_stages(model, optimizer, batch, autocast=amp_context,
                                    scaler=make_grad_scaler(device, args.amp))
-    optimisations = (f"channels_last={'on' if args.channels_last else 'off'} "
+    optimisations = (f"channels_last={'on' if args.channels_last else 'off'} winograd={'on' if winograd else 'off'} "
                      f"compile(forward, loss)={'on' if args.compile else 'off'}; "
                      f"optimizer {type(optimizer).__name__}")
     return stages, optimisations

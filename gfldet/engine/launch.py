@@ -2,11 +2,12 @@
 
 Config section ``train`` (defaults in ``configs/_base_/default_runtime.yaml`` and ``configs/_base_/schedules/``):
 exactly one of ``max_epochs`` / ``max_iters``; ``eval_interval`` and ``checkpoint_interval`` in that unit;
-``seed``, ``deterministic``, ``amp`` (off|fp16|bf16), ``channels_last`` (auto|true|false, see ``memory_format.py``),
-``grad_clip`` (max L2 norm or null), ``ema`` (decay or null), ``keep_last``, ``log_interval``, ``max_nan_steps``,
-``lr_schedule`` (see ``schedules.py``), ``sync_bn``, ``find_unused_parameters``, ``device`` (auto|cpu|cuda),
-``tensorboard``, ``cpu_allocator`` (reuse|system, optional, see ``host_allocator.py``), ``compile`` (false|true|a
-``torch.compile`` mode, optional). Section ``evaluation``: ``backend``.
+``seed``, ``deterministic``, ``amp`` (off|fp16|bf16), ``channels_last`` and ``winograd`` (auto|true|false, see
+``conv_kernels.py``; ``winograd`` optional), ``grad_clip`` (max L2 norm or null), ``ema`` (decay or null),
+``keep_last``, ``log_interval``, ``max_nan_steps``, ``lr_schedule`` (see ``schedules.py``), ``sync_bn``,
+``find_unused_parameters``, ``device`` (auto|cpu|cuda), ``tensorboard``, ``cpu_allocator`` (reuse|system,
+optional, see ``host_allocator.py``), ``compile`` (false|true|a ``torch.compile`` mode, optional). Section
+``evaluation``: ``backend``.
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ from gfldet.engine.evaluator import CocoEvaluator, format_ap_table, predictions_
 from gfldet.engine.host_allocator import CPU_ALLOCATOR_MODES, configure_cpu_allocator
 from gfldet.engine.inference import evaluated_image_ids, run_inference
 from gfldet.engine.logging import TrainLogger
-from gfldet.engine.memory_format import check_channels_last, describe_channels_last, use_channels_last
+from gfldet.engine.conv_kernels import (check_conv_settings, describe_conv_kernels, prepare_for_training,
+                                        use_channels_last, use_winograd)
 from gfldet.engine.optim import build_optimizer
 from gfldet.engine.reproducibility import seed_everything, set_deterministic
 from gfldet.engine.schedules import build_lr_scheduler
@@ -36,8 +38,8 @@ __all__ = ["check_sections", "check_train_section", "CONFIG_SECTIONS", "TRAIN_KE
 
 TRAIN_KEYS = ("max_epochs", "max_iters", "eval_interval", "checkpoint_interval", "seed", "deterministic", "amp",
               "channels_last", "grad_clip", "ema", "keep_last", "log_interval", "max_nan_steps", "lr_schedule",
-              "sync_bn", "find_unused_parameters", "device", "tensorboard", "cpu_allocator", "compile")
-OPTIONAL_TRAIN_KEYS = ("max_epochs", "max_iters", "cpu_allocator", "compile")
+              "sync_bn", "find_unused_parameters", "device", "tensorboard", "cpu_allocator", "compile", "winograd")
+OPTIONAL_TRAIN_KEYS = ("max_epochs", "max_iters", "cpu_allocator", "compile", "winograd")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 EVALUATION_KEYS = ("backend",)
 
@@ -145,7 +147,7 @@ def check_train_section(cfg: Config) -> Config:
             raise ConfigError(f"{tcfg.where(key)}: train.{key} must be an integer >= 0 (see default_runtime.yaml), "
                               f"got {tcfg[key]!r}")
     compile_mode(tcfg)
-    check_channels_last(tcfg.channels_last, where=tcfg.where("channels_last"))
+    check_conv_settings(tcfg)
     return tcfg
 
 
@@ -158,10 +160,10 @@ def _build_model(cfg: Config, *, device: torch.device, load_from: str | Path | N
         load_model_weights(model, load_from, strict=False)
     if cfg.train.sync_bn and get_world_size() > 1:
         model = convert_sync_batchnorm(model)
-    # NHWC weights make every conv (and so every activation) channels_last, where that is faster (memory_format.py)
-    nhwc = use_channels_last(cfg.train.channels_last, device)
-    memory_format = torch.channels_last if nhwc else torch.contiguous_format
-    return model.to(device, memory_format=memory_format)
+    # the convolution kernels that are the fast ones on this machine (conv_kernels.py)
+    tcfg = cfg.train
+    return prepare_for_training(model.to(device), channels_last=use_channels_last(tcfg.channels_last, device),
+                                winograd=use_winograd(tcfg.get("winograd", "auto"), device))
 
 
 @distributed_scope()
@@ -191,7 +193,7 @@ def train(cfg: Config, *, work_dir: str | Path, resume: str | Path | None = None
     start_iter = checkpoint["meta"]["iteration"] if checkpoint else 0
     logger = TrainLogger(work_dir=work_dir, enabled=is_main_process(), max_iters=max_iters, start_iter=start_iter,
                          log_interval=int(tcfg.log_interval), tensorboard=bool(tcfg.tensorboard))
-    logger.event(describe_channels_last(tcfg.channels_last, device), iteration=start_iter)
+    logger.event(describe_conv_kernels(tcfg, device), iteration=start_iter)
     evaluate = (build_evaluate_fn(cfg, device=device, amp=tcfg.amp, show_images=logger.log_images)
                 if tcfg.eval_interval else None)
     trainer = Trainer(

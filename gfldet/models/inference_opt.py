@@ -83,7 +83,7 @@ def optimize_for_inference(model: nn.Module, *, fold_bn: bool = True, channels_l
         winograd = all(winograd_pays_off(device) for device in {p.device for p in model.parameters()})
     if winograd:
         # neck and head only: in the backbone NNPACK's thread pool and oneDNN's (the 1x1 convolutions between the
-        # 3x3 ones) compete for the cores; with it the whole forward was slower (docs/benchmarks.md)
+        # 3x3 ones) compete for the cores; with it the whole forward was slower (winograd_conv.py)
         for part in ("neck", "head"):
             swap_in_winograd_convs(getattr(model, part))
     if compile:

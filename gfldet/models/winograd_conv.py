@@ -1,4 +1,4 @@
-"""Stride-1 3x3 convolutions of CPU inference on NNPACK's Winograd kernels, where those beat oneDNN.
+"""Stride-1 3x3 convolutions on NNPACK's Winograd kernels, for CPU inference and training, where those beat oneDNN.
 
 Winograd's F(6x6, 3x3) algorithm computes a stride-1 3x3 convolution with 5.1x fewer multiplications than the
 direct one. oneDNN, PyTorch's CPU convolution backend, has no Winograd kernel for these CPUs; NNPACK, which PyTorch
@@ -12,10 +12,15 @@ AVX2-only AMD EPYC (Zen 2), 2 threads, one image, against oneDNN NCHW / NHWC:
     256->256 at  25x42  (P5)               14 ms vs  13 / 14 ms
     256->256 at  13x21  (P6)               10 ms vs   5 / 5 ms
 
-so a map is sent to NNPACK from :data:`MIN_POSITIONS` output positions up. A batch goes image by image: NNPACK's
-batched entry point runs its slower training algorithm (686 ms for two images at P3). NNPACK runs on its own
-thread pool: interleaved with oneDNN's 1x1 convolutions (a ResNet's bottlenecks) the two pools compete for the
-cores, so ``optimize_for_inference`` swaps only the neck's and head's convolutions (``docs/benchmarks.md``).
+so a batch is sent to NNPACK from :data:`MIN_POSITIONS` output positions (all images together) up. Its images
+are stacked into one tall image, one NNPACK call: NNPACK's batched entry point runs its slower training algorithm
+(686 ms for two images at P3), and one call per image transforms the weights once per image (8x256x32x32, P4 of
+a 512x512 batch: 58 ms stacked, 96 ms image by image, 93 ms oneDNN). In training the input gradient, itself a
+3x3 convolution, takes the same path (150 ms vs oneDNN's 299 ms for two images at P3); the weight gradient stays
+on oneDNN. NNPACK runs on its own thread pool, which competes for the cores with oneDNN's where the two alternate
+(a ResNet's 1x1 and 3x3 convolutions): single-image inference was slower with the backbone's convolutions
+swapped too, so ``optimize_for_inference`` swaps only the neck's and head's; training steps (batches of 2 and 8)
+were faster with all of them swapped (``gfldet/engine/conv_kernels.py``, ``docs/benchmarks.md``).
 
 Rounding: against a float64 reference, NNPACK's outputs are off by ~1.4e-5 of the output's largest magnitude,
 direct convolution by ~1.5e-6 (a 256->256 3x3 layer at P3); both far below TF32's, which GPUs use for float32
@@ -30,7 +35,8 @@ from torch import nn
 
 __all__ = ["MIN_POSITIONS", "WinogradConv2d", "nnpack_available", "swap_in_winograd_convs", "winograd_pays_off"]
 
-# Output positions (H x W) from which NNPACK was faster than oneDNN in the table above (between 25x42 and 50x84).
+# Output positions (N x H x W) from which NNPACK was faster than oneDNN in the table above (between 25x42 and
+# 50x84 for one image; 8x16x16: 17 ms stacked vs 15 ms oneDNN).
 MIN_POSITIONS = 4096
 
 
@@ -42,17 +48,64 @@ def nnpack_available() -> bool:
 
 
 def winograd_pays_off(device: torch.device) -> bool:
-    """Whether :func:`swap_in_winograd_convs` speeds up inference on ``device``: a CPU whose best vector
+    """Whether :func:`swap_in_winograd_convs` speeds up inference and training on ``device``: a CPU whose best vector
     instructions are AVX2 (NNPACK's kernels; on AVX-512 CPUs oneDNN's kernels are faster than on AVX2 and the two
     were not compared), with NNPACK available."""
     return device.type == "cpu" and torch.backends.cpu.get_cpu_capability() == "AVX2" and nnpack_available()
 
 
+class _NNPACKConv3x3(torch.autograd.Function):
+    """A stride-1, padding-1 3x3 convolution whose forward and input gradient run on NNPACK (:func:`_stacked`).
+
+    The input gradient of such a convolution is itself one: the output gradient convolved with the weights flipped
+    in both spatial axes and with input and output channels swapped, so it takes the same fast kernels. The weight
+    and bias gradients (a correlation of input and output gradient over the batch) go to oneDNN through
+    ``aten.convolution_backward``: NNPACK's own kernel-gradient routine is not exposed by PyTorch.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _stacked(x, weight, bias)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        grad_output = grad_output.contiguous()
+        needs_input, needs_weight, needs_bias = ctx.needs_input_grad
+        needs_bias = ctx.has_bias and needs_bias
+        grad_input = grad_weight = grad_bias = None
+        if needs_input:
+            grad_input = _stacked(grad_output, weight.flip(2, 3).transpose(0, 1).contiguous(), None)
+        if needs_weight or needs_bias:
+            _, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+                grad_output, x, weight, [weight.shape[0]] if ctx.has_bias else None, [1, 1], [1, 1], [1, 1], False,
+                [0, 0], 1, [False, needs_weight, needs_bias])
+        return grad_input, grad_weight, grad_bias
+
+
+def _stacked(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """NNPACK's convolution of the images of ``x`` (N, C, H, W), NCHW out, in one call: the images are stacked
+    into one tall image (1, C, N * (H + 1), W) with a zero row under each, which is exactly the zero padding a
+    3x3 convolution sees at an image's border, so no output mixes two images; the outputs on the separator rows
+    are dropped. NNPACK's batched entry point runs its slower algorithm, and one call per image would transform
+    the weights N times (module docstring)."""
+    if len(x) == 1:
+        return torch._nnpack_spatial_convolution(x.contiguous(), weight, bias, [1, 1], [1, 1])
+    num_images, channels, height, width = x.shape
+    tall = x.new_zeros(channels, num_images, height + 1, width)
+    tall[:, :, :height] = x.transpose(0, 1)
+    out = torch._nnpack_spatial_convolution(tall.view(1, channels, -1, width), weight, bias, [1, 1], [1, 1])
+    return out.view(-1, num_images, height + 1, width)[:, :, :height].transpose(0, 1).contiguous()
+
+
 class WinogradConv2d(nn.Conv2d):
-    """An ``nn.Conv2d`` (3x3, stride 1, padding 1, no dilation, one group) whose float32 CPU inference on maps of at
-    least :data:`MIN_POSITIONS` positions runs on NNPACK, one image at a time, with NCHW output. Everything else
-    runs the ordinary convolution: small maps, GPUs, autocast, gradients, tracing (ONNX / TorchScript export) and
-    ``torch.compile``."""
+    """An ``nn.Conv2d`` (3x3, stride 1, padding 1, no dilation, one group) whose float32 CPU forward and input
+    gradient on batches of at least :data:`MIN_POSITIONS` output positions run on NNPACK, with NCHW output
+    (weight and bias gradients stay on oneDNN). Everything else runs the ordinary convolution: small maps,
+    GPUs, autocast, float64, tracing (ONNX / TorchScript export) and ``torch.compile``."""
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d) -> "WinogradConv2d":
@@ -65,21 +118,17 @@ class WinogradConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self._runs_on_nnpack(x):
             return super().forward(x)
-        weight = self.weight.contiguous()  # a no-op unless the model was made channels_last after the swap
-        outputs = [torch._nnpack_spatial_convolution(image.contiguous(), weight, self.bias, self.padding, self.stride)
-                   for image in x.split(1)]
-        return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+        # .contiguous(): a no-op unless the model was made channels_last after the swap
+        return _NNPACKConv3x3.apply(x, self.weight.contiguous(), self.bias)
 
     def _runs_on_nnpack(self, x: torch.Tensor) -> bool:
+        if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
+            return False
         if x.device.type != "cpu" or x.dtype != torch.float32 or self.weight.dtype != torch.float32:
             return False
-        if not nnpack_available():
+        if not nnpack_available() or torch.is_autocast_enabled("cpu"):
             return False
-        if x.shape[-2] * x.shape[-1] < MIN_POSITIONS or torch.is_autocast_enabled("cpu"):
-            return False
-        if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
-            return False
-        return not (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling())
+        return x.shape[0] * x.shape[-2] * x.shape[-1] >= MIN_POSITIONS
 
 
 def _eligible(conv: nn.Module) -> bool:
@@ -99,3 +148,4 @@ def swap_in_winograd_convs(model: nn.Module) -> int:
                 setattr(parent, name, WinogradConv2d.from_conv(child))
                 swapped += 1
     return swapped
+

@@ -9,9 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from gfldet.cli import main
 from gfldet.data.synthetic import SynthSpec, generate_synthetic
+from gfldet.engine.conv_kernels import use_channels_last, use_winograd
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "quickstart" / "gfl_r18_synthetic.yaml"
@@ -55,6 +57,10 @@ def test_train_kill_resume_test_infer(data_dir, tmp_path, capsys):
         p.name for p in full.iterdir()}
     assert "train.max_iters" not in (full / "config.yaml").read_text() and "max_iters: 6" in (
         full / "config.yaml").read_text()
+    cpu, on = torch.device("cpu"), {True: "on", False: "off"}
+    kernels = (f"channels_last: auto -> {on[use_channels_last('auto', cpu)]}, "
+               f"winograd: auto -> {on[use_winograd('auto', cpu)]}")  # the convolution kernels picked, logged
+    assert any(kernels in line for line in (full / "log.jsonl").read_text().splitlines())
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(full / "tensorboard"), size_guidance={"images": 0}).Reload()
@@ -93,8 +99,6 @@ def test_train_kill_resume_test_infer(data_dir, tmp_path, capsys):
     assert set(metrics["per_class"]) == {"circle", "square", "triangle", "cross"}
     results = json.loads((tmp_path / "test" / "results.json").read_text())
     assert all(set(r) == {"image_id", "category_id", "bbox", "score"} for r in results)
-
-    import torch
 
     state = torch.load(full / "latest.pth", weights_only=False)
     state["meta"]["cat_ids"] = state["meta"]["cat_ids"][::-1]  # trained with another category order

@@ -1,5 +1,5 @@
-"""NNPACK Winograd convolutions: same outputs as the direct ones (to Winograd's rounding), used only where they
-should be (large float32 CPU maps at inference), swapped in only for eligible layers."""
+"""NNPACK Winograd convolutions: same outputs and gradients as the direct ones (to Winograd's rounding), used only
+where they should be (large float32 CPU maps), swapped in only for eligible layers."""
 from __future__ import annotations
 
 import copy
@@ -30,15 +30,17 @@ def _count_nnpack_calls():
 
 
 @pytest.mark.parametrize("bias", [True, False])
-def test_large_maps_run_on_nnpack_image_by_image_and_match_direct_convolution(bias):
+@pytest.mark.parametrize("shape", [(1, 16, 64, 72), (3, 16, 64, 72), (4, 16, 32, 40)])
+def test_large_batches_run_on_nnpack_in_one_call_and_match_direct_convolution(bias, shape):
     layer = _layer(bias)
-    x = torch.randn(2, 16, 64, 72)  # 4608 positions >= MIN_POSITIONS
-    assert 64 * 72 >= MIN_POSITIONS
+    x = torch.randn(shape)  # 4608 positions per image, or 4 x 1280 = 5120 for the batch: >= MIN_POSITIONS
+    assert x[:, 0].numel() >= MIN_POSITIONS
     with torch.inference_mode(), _count_nnpack_calls() as nnpack:
         out = layer(x)
-    assert nnpack.call_count == 2 and out.shape == (2, 24, 64, 72)
+    assert nnpack.call_count == 1 and out.shape == (shape[0], 24, *shape[2:]) and out.is_contiguous()
     reference = F.conv2d(x.double(), layer.weight.double(), None if layer.bias is None else layer.bias.double(),
                          padding=1)
+    # the images were stacked into one: a wrong border would show in the first and last rows of each image
     assert (out.double() - reference).abs().max() < WINOGRAD_RTOL * reference.abs().max()
     assert not torch.equal(out, F.conv2d(x, layer.weight, layer.bias, padding=1))  # really another algorithm
 
@@ -54,12 +56,53 @@ def test_everything_else_runs_the_ordinary_convolution():
             assert torch.equal(layer.double()(large.double()), F.conv2d(large.double(), layer.weight, layer.bias,
                                                                          padding=1))
         layer.float()
-        grad_input = large.clone().requires_grad_()
-        layer(grad_input).sum().backward()
-        assert grad_input.grad is not None
         traced = torch.jit.trace(layer, large, check_trace=False)  # as gfldet.export traces
     assert nnpack.call_count == 0
     assert "nnpack" not in str(traced.graph)
+
+
+def _float64_gradients(layer: nn.Conv2d, x: torch.Tensor, grad_output: torch.Tensor) -> list[torch.Tensor]:
+    reference = copy.deepcopy(layer).double()
+    x64 = x.detach().double().requires_grad_()
+    reference(x64).backward(grad_output.double())
+    return [x64.grad, reference.weight.grad, reference.bias.grad]
+
+
+def test_training_runs_forward_and_input_gradient_on_nnpack_and_matches_float64_gradients():
+    layer = _layer().train()
+    x = torch.randn(2, 16, 64, 72, requires_grad=True)
+    grad_output = torch.randn(2, 24, 64, 72)
+    with _count_nnpack_calls() as nnpack:
+        layer(x).backward(grad_output)
+    assert nnpack.call_count == 2  # forward and input gradient
+    reference = _float64_gradients(layer, x, grad_output)
+    for ours, ref in zip([x.grad, layer.weight.grad, layer.bias.grad], reference):
+        assert ours.dtype == torch.float32 and ours.shape == ref.shape
+        assert (ours.double() - ref).abs().max() < WINOGRAD_RTOL * ref.abs().max()
+
+
+def test_training_computes_only_the_gradients_asked_for_and_repeats_exactly():
+    layer = _layer().train()
+    layer.bias.requires_grad_(False)
+    x = torch.randn(2, 16, 64, 72)  # an input that needs no gradient (e.g. a frozen stage's output)
+    grad_output = torch.randn(2, 24, 64, 72)
+    with _count_nnpack_calls() as nnpack:
+        layer(x).backward(grad_output)
+    assert nnpack.call_count == 1 and layer.bias.grad is None  # the forward only: no input gradient
+    first = layer.weight.grad.clone()
+    layer.weight.grad = None
+    layer(x).backward(grad_output)
+    assert torch.equal(layer.weight.grad, first)  # deterministic: resumed runs repeat
+
+
+def test_a_frozen_layer_still_passes_the_input_gradient_on():
+    layer = _layer().train().requires_grad_(False)
+    x = torch.randn(1, 16, 64, 72, requires_grad=True)
+    grad_output = torch.randn(1, 24, 64, 72)
+    layer(x).backward(grad_output)
+    assert layer.weight.grad is None and layer.bias.grad is None
+    reference = _float64_gradients(layer, x, grad_output)[0]
+    assert (x.grad.double() - reference).abs().max() < WINOGRAD_RTOL * reference.abs().max()
 
 
 def test_swap_takes_only_plain_stride1_3x3_convolutions_and_shares_their_parameters():
