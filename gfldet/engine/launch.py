@@ -19,14 +19,14 @@ from torch.nn.parallel import DistributedDataParallel
 
 from gfldet.config import Config, ConfigError, check_keys, dump_config
 from gfldet.engine.checkpointer import Checkpointer, load_checkpoint, load_model_weights
+from gfldet.engine.conv_kernels import (check_conv_settings, describe_conv_kernels, prepare_for_training,
+                                        use_channels_last, use_winograd)
 from gfldet.engine.distributed import (convert_sync_batchnorm, distributed_scope, get_rank, get_world_size,
                                        init_distributed, is_main_process)
 from gfldet.engine.evaluator import CocoEvaluator, format_ap_table, predictions_to_coco
 from gfldet.engine.host_allocator import CPU_ALLOCATOR_MODES, configure_cpu_allocator
 from gfldet.engine.inference import evaluated_image_ids, run_inference
 from gfldet.engine.logging import TrainLogger
-from gfldet.engine.conv_kernels import (check_conv_settings, describe_conv_kernels, prepare_for_training,
-                                        use_channels_last, use_winograd)
 from gfldet.engine.optim import build_optimizer
 from gfldet.engine.reproducibility import seed_everything, set_deterministic
 from gfldet.engine.schedules import build_lr_scheduler

@@ -95,7 +95,8 @@ def _stacked(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -
     if len(x) == 1:
         return torch._nnpack_spatial_convolution(x.contiguous(), weight, bias, [1, 1], [1, 1])
     num_images, channels, height, width = x.shape
-    tall = x.new_zeros(channels, num_images, height + 1, width)
+    tall = x.new_empty(channels, num_images, height + 1, width)
+    tall[:, :, height] = 0
     tall[:, :, :height] = x.transpose(0, 1)
     out = torch._nnpack_spatial_convolution(tall.view(1, channels, -1, width), weight, bias, [1, 1], [1, 1])
     return out.view(-1, num_images, height + 1, width)[:, :, :height].transpose(0, 1).contiguous()
@@ -148,4 +149,3 @@ def swap_in_winograd_convs(model: nn.Module) -> int:
                 setattr(parent, name, WinogradConv2d.from_conv(child))
                 swapped += 1
     return swapped
-
