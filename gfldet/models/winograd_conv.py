@@ -12,15 +12,15 @@ AVX2-only AMD EPYC (Zen 2), 2 threads, one image, against oneDNN NCHW / NHWC:
     256->256 at  25x42  (P5)               14 ms vs  13 / 14 ms
     256->256 at  13x21  (P6)               10 ms vs   5 / 5 ms
 
-so a batch is sent to NNPACK from :data:`MIN_POSITIONS` output positions (all images together) up. Its images
-are stacked into one tall image, one NNPACK call: NNPACK's batched entry point runs its slower training algorithm
-(686 ms for two images at P3), and one call per image transforms the weights once per image (8x256x32x32, P4 of
-a 512x512 batch: 58 ms stacked, 96 ms image by image, 93 ms oneDNN). In training the input gradient, itself a
-3x3 convolution, takes the same path (150 ms vs oneDNN's 299 ms for two images at P3); the weight gradient stays
-on oneDNN. NNPACK runs on its own thread pool, which competes for the cores with oneDNN's where the two alternate
-(a ResNet's 1x1 and 3x3 convolutions): single-image inference was slower with the backbone's convolutions
-swapped too, so ``optimize_for_inference`` swaps only the neck's and head's; training steps (batches of 2 and 8)
-were faster with all of them swapped (``gfldet/engine/conv_kernels.py``, ``docs/benchmarks.md``).
+so a convolution is sent to NNPACK from :data:`MIN_WORK` multiply-accumulates per kernel tap up. Its images are
+stacked into one tall image, one NNPACK call: NNPACK's batched entry point runs its slower training algorithm (686
+ms for two images at P3), and one call per image transforms the weights once per image (8x256x32x32, P4 of a
+512x512 batch: 58 ms stacked, 96 ms image by image, 93 ms oneDNN). In training the input gradient, itself a 3x3
+convolution, takes the same path (150 ms vs oneDNN's 299 ms for two images at P3); the weight gradient stays on
+oneDNN. NNPACK runs on its own thread pool, which competes for the cores with oneDNN's where the two alternate (a
+ResNet's 1x1 and 3x3 convolutions): single-image inference was slower with the backbone's convolutions swapped too,
+so ``optimize_for_inference`` swaps only the neck's and head's; training steps (batches of 2 and 8) were faster
+with all of them swapped (``gfldet/engine/conv_kernels.py``, ``docs/benchmarks.md``).
 
 Rounding: against a float64 reference, NNPACK's outputs are off by ~1.4e-5 of the output's largest magnitude,
 direct convolution by ~1.5e-6 (a 256->256 3x3 layer at P3); both far below TF32's, which GPUs use for float32
@@ -33,11 +33,14 @@ import functools
 import torch
 from torch import nn
 
-__all__ = ["MIN_POSITIONS", "WinogradConv2d", "nnpack_available", "swap_in_winograd_convs", "winograd_pays_off"]
+__all__ = ["MIN_WORK", "WinogradConv2d", "nnpack_available", "swap_in_winograd_convs", "winograd_pays_off"]
 
-# Output positions (N x H x W) from which NNPACK was faster than oneDNN in the table above (between 25x42 and
-# 50x84 for one image; 8x16x16: 17 ms stacked vs 15 ms oneDNN).
-MIN_POSITIONS = 4096
+# Multiply-accumulates per kernel tap (C_in x C_out x N x H x W) from which NNPACK was faster than oneDNN (forward,
+# 2 threads, Zen 2, batches stacked): every case measured at <= 1.4e8 was slower on NNPACK (64->64 at 8x64x64: 24
+# vs 21 ms; 128->128 at 8x32x32: 17.5 vs 15.1; 256->256 at 8x16x16: 17 vs 15; at 2x25x42: 18 vs 14), every one
+# at >= 2.7e8 faster (256->256 at 1x50x84: 34 vs 48-57 ms; 128->128 at 8x64x64 and 256->256 at 8x32x32: 41 vs 59;
+# 64->64 at 2x200x336: 71 vs 82). Few channels leave the transforms too little arithmetic to amortise.
+MIN_WORK = 2**28
 
 
 @functools.cache
@@ -104,7 +107,7 @@ def _stacked(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -
 
 class WinogradConv2d(nn.Conv2d):
     """An ``nn.Conv2d`` (3x3, stride 1, padding 1, no dilation, one group) whose float32 CPU forward and input
-    gradient on batches of at least :data:`MIN_POSITIONS` output positions run on NNPACK, with NCHW output
+    gradient run on NNPACK from :data:`MIN_WORK` multiply-accumulates per kernel tap up, with NCHW output
     (weight and bias gradients stay on oneDNN). Everything else runs the ordinary convolution: small maps,
     GPUs, autocast, float64, tracing (ONNX / TorchScript export) and ``torch.compile``."""
 
@@ -129,7 +132,7 @@ class WinogradConv2d(nn.Conv2d):
             return False
         if not nnpack_available() or torch.is_autocast_enabled("cpu"):
             return False
-        return x.shape[0] * x.shape[-2] * x.shape[-1] >= MIN_POSITIONS
+        return self.in_channels * self.out_channels * x.shape[0] * x.shape[-2] * x.shape[-1] >= MIN_WORK
 
 
 def _eligible(conv: nn.Module) -> bool:

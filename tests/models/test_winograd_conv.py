@@ -12,12 +12,20 @@ from torch import nn
 
 from gfldet.models import build_detector
 from gfldet.models.inference_opt import optimize_for_inference
-from gfldet.models.winograd_conv import MIN_POSITIONS, WinogradConv2d, nnpack_available, swap_in_winograd_convs
+from gfldet.models import winograd_conv
+from gfldet.models.winograd_conv import WinogradConv2d, nnpack_available, swap_in_winograd_convs
 
 pytestmark = pytest.mark.skipif(not nnpack_available(), reason="this PyTorch build has no usable NNPACK")
 
 # Against a float64 reference, relative to the output's largest magnitude (direct float32 conv: ~1.5e-6).
 WINOGRAD_RTOL = 1e-4
+# The tests' small layers (16 -> 24 channels) reach NNPACK from 4096 output positions, batch included.
+TEST_MIN_POSITIONS = 4096
+
+
+@pytest.fixture(autouse=True)
+def small_layers_reach_nnpack(monkeypatch):
+    monkeypatch.setattr(winograd_conv, "MIN_WORK", 16 * 24 * TEST_MIN_POSITIONS)
 
 
 def _layer(bias: bool = True) -> WinogradConv2d:
@@ -33,8 +41,8 @@ def _count_nnpack_calls():
 @pytest.mark.parametrize("shape", [(1, 16, 64, 72), (3, 16, 64, 72), (4, 16, 32, 40)])
 def test_large_batches_run_on_nnpack_in_one_call_and_match_direct_convolution(bias, shape):
     layer = _layer(bias)
-    x = torch.randn(shape)  # 4608 positions per image, or 4 x 1280 = 5120 for the batch: >= MIN_POSITIONS
-    assert x[:, 0].numel() >= MIN_POSITIONS
+    x = torch.randn(shape)  # 4608 positions per image, or 4 x 1280 = 5120 for the batch
+    assert x[:, 0].numel() >= TEST_MIN_POSITIONS
     with torch.inference_mode(), _count_nnpack_calls() as nnpack:
         out = layer(x)
     assert nnpack.call_count == 1 and out.shape == (shape[0], 24, *shape[2:]) and out.is_contiguous()
@@ -43,6 +51,19 @@ def test_large_batches_run_on_nnpack_in_one_call_and_match_direct_convolution(bi
     # the images were stacked into one: a wrong border would show in the first and last rows of each image
     assert (out.double() - reference).abs().max() < WINOGRAD_RTOL * reference.abs().max()
     assert not torch.equal(out, F.conv2d(x, layer.weight, layer.bias, padding=1))  # really another algorithm
+
+
+def test_the_real_threshold_counts_channels_as_well_as_positions(monkeypatch):
+    monkeypatch.undo()  # the real MIN_WORK = 2**28 multiply-accumulates per kernel tap
+    torch.manual_seed(0)
+    wide = WinogradConv2d.from_conv(nn.Conv2d(256, 256, 3, padding=1)).eval()
+    narrow = WinogradConv2d.from_conv(nn.Conv2d(64, 64, 3, padding=1)).eval()
+    with torch.inference_mode(), _count_nnpack_calls() as nnpack:
+        wide(torch.randn(1, 256, 64, 64))  # 256 * 256 * 4096 = 2**28
+        narrow(torch.randn(8, 64, 64, 64))  # 64 * 64 * 32768 = 2**27: direct, NNPACK was slower there
+        assert nnpack.call_count == 1
+        narrow(torch.randn(2, 64, 128, 256))  # 2**28
+        assert nnpack.call_count == 2
 
 
 def test_everything_else_runs_the_ordinary_convolution():
