@@ -16,8 +16,8 @@ Both choose kernels, and which ones are fast depends on the machine (figures in 
 
 ``winograd``: every stride-1 3x3 convolution (backbone, neck, head) computes its forward and input gradient on
 large float32 CPU maps with NNPACK's Winograd kernels (``gfldet/models/winograd_conv.py``); ``auto`` means where
-those beat oneDNN's: AVX2 CPUs (on a Zen 2: R-50 training steps in 0.80-0.86x (2x800x1333) and 0.80-0.81x
-(8x512x512) of the direct convolutions' time, two runs each). A layer takes the ordinary convolution wherever NNPACK does not apply (GPUs,
+those beat oneDNN's: AVX2 CPUs (on a Zen 2: R-50 training steps at 2x800x1333 and 8x512x512 in 0.80-0.86x of
+the direct convolutions' time, three runs). A layer takes the ordinary convolution wherever NNPACK does not apply (GPUs,
 autocast, ``torch.compile``, small maps), so ``true`` is harmless there.
 
 Inference does not use these settings: ``optimize_for_inference`` makes the model NHWC, whose forward kernels are
