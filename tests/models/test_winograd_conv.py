@@ -174,3 +174,23 @@ def test_detector_outputs_and_detections_match_without_winograd(small_model_cfg)
     assert len(ref["boxes"]) > 0 and torch.equal(ref["labels"], win["labels"])
     torch.testing.assert_close(win["boxes"], ref["boxes"], rtol=0, atol=1e-2)
     torch.testing.assert_close(win["scores"], ref["scores"], rtol=0, atol=1e-4)
+
+
+def test_a_detector_training_step_matches_the_direct_one(small_model_cfg):
+    torch.manual_seed(0)
+    direct = build_detector(small_model_cfg()).train()
+    winograd = copy.deepcopy(direct)
+    assert swap_in_winograd_convs(winograd) > 0
+    images = torch.randn(2, 3, 256, 320)
+    boxes = [torch.tensor([[10.0, 20.0, 120.0, 140.0], [150.0, 60.0, 300.0, 230.0]])] * 2
+    labels = [torch.tensor([0, 1])] * 2
+    with _count_nnpack_calls() as nnpack:
+        losses = [sum(m(images, [(256, 320)] * 2, boxes, labels).values()) for m in (direct, winograd)]
+        for loss in losses:
+            loss.backward()
+    assert nnpack.call_count > 0  # forward and input gradients (the frozen stem's output needs none)
+    assert losses[1].item() == pytest.approx(losses[0].item(), rel=1e-4)
+    for (name, ref), ours in zip(direct.named_parameters(), winograd.parameters()):
+        assert (ref.grad is None) == (ours.grad is None), name
+        if ref.grad is not None:
+            assert (ours.grad - ref.grad).abs().max() <= 1e-3 * ref.grad.abs().max() + 1e-8, name
