@@ -23,7 +23,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from gfldet.config import load_config
 from gfldet.engine.amp import AMP_MODES, autocast, make_grad_scaler
 from gfldet.engine.benchmark import PeakMemory, Stage, StageTimes, environment_lines, median_ratio, run_stages
-from gfldet.engine.conv_kernels import prepare_for_training, use_channels_last, use_winograd
+from gfldet.engine.conv_kernels import chosen_conv_kernels, prepare_for_training
 from gfldet.engine.host_allocator import CPU_ALLOCATOR_MODES, configure_cpu_allocator
 from gfldet.engine.launch import resolve_device
 from gfldet.models import build_detector
@@ -83,7 +83,7 @@ def step_stages(model: torch.nn.Module, forward_loss: Callable[[], dict], *, dev
 
 def train_conv_kernels(device: torch.device) -> dict[str, bool]:
     """What ``gfldet train`` picks on ``device`` with ``train.channels_last`` and ``train.winograd`` at auto."""
-    return {"channels_last": use_channels_last("auto", device), "winograd": use_winograd("auto", device)}
+    return chosen_conv_kernels({}, device)
 
 
 def describe_kernels(kernels: dict[str, bool]) -> str:

@@ -25,14 +25,16 @@ the faster ones on both CPUs, and on AVX2 CPUs swaps the neck's and head's convo
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
 from gfldet.config import Config, ConfigError
 from gfldet.models.winograd_conv import swap_in_winograd_convs, winograd_pays_off
 
-__all__ = ["check_conv_settings", "describe_conv_kernels", "prepare_for_training", "use_channels_last",
-           "use_winograd"]
+__all__ = ["check_conv_settings", "chosen_conv_kernels", "describe_conv_kernels", "prepare_for_training",
+           "use_channels_last", "use_winograd"]
 
 SETTINGS = ("channels_last", "winograd")
 
@@ -58,6 +60,12 @@ def use_winograd(setting: str | bool, device: torch.device) -> bool:
     return winograd_pays_off(device) if setting == "auto" else bool(setting)
 
 
+def chosen_conv_kernels(tcfg: Mapping, device: torch.device) -> dict[str, bool]:
+    """``{"channels_last": bool, "winograd": bool}`` for a checked ``train`` section (a missing key is auto)."""
+    return {"channels_last": use_channels_last(tcfg.get("channels_last", "auto"), device),
+            "winograd": use_winograd(tcfg.get("winograd", "auto"), device)}
+
+
 def prepare_for_training(model: nn.Module, *, channels_last: bool, winograd: bool) -> nn.Module:
     """``model`` (a detector) in place: NHWC weights when ``channels_last`` (every activation follows), every
     stride-1 3x3 convolution swapped for a Winograd one when ``winograd``; returns it."""
@@ -71,8 +79,7 @@ def prepare_for_training(model: nn.Module, *, channels_last: bool, winograd: boo
 def describe_conv_kernels(tcfg: Config, device: torch.device) -> str:
     """One line for the log, e.g. ``channels_last: auto -> off, winograd: auto -> on (CPU capability AVX2)``."""
     settings = {key: tcfg.get(key, "auto") for key in SETTINGS}
-    chosen = {"channels_last": use_channels_last(settings["channels_last"], device),
-              "winograd": use_winograd(settings["winograd"], device)}
+    chosen = chosen_conv_kernels(tcfg, device)
     parts = [f"{key}: {'auto -> ' if settings[key] == 'auto' else ''}{'on' if chosen[key] else 'off'}"
              for key in SETTINGS]
     if "auto" not in settings.values():

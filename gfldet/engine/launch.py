@@ -19,8 +19,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from gfldet.config import Config, ConfigError, check_keys, dump_config
 from gfldet.engine.checkpointer import Checkpointer, load_checkpoint, load_model_weights
-from gfldet.engine.conv_kernels import (check_conv_settings, describe_conv_kernels, prepare_for_training,
-                                        use_channels_last, use_winograd)
+from gfldet.engine.conv_kernels import (check_conv_settings, chosen_conv_kernels, describe_conv_kernels,
+                                        prepare_for_training)
 from gfldet.engine.distributed import (convert_sync_batchnorm, distributed_scope, get_rank, get_world_size,
                                        init_distributed, is_main_process)
 from gfldet.engine.evaluator import CocoEvaluator, format_ap_table, predictions_to_coco
@@ -161,9 +161,7 @@ def _build_model(cfg: Config, *, device: torch.device, load_from: str | Path | N
     if cfg.train.sync_bn and get_world_size() > 1:
         model = convert_sync_batchnorm(model)
     # the convolution kernels that are the fast ones on this machine (conv_kernels.py)
-    tcfg = cfg.train
-    return prepare_for_training(model.to(device), channels_last=use_channels_last(tcfg.channels_last, device),
-                                winograd=use_winograd(tcfg.get("winograd", "auto"), device))
+    return prepare_for_training(model.to(device), **chosen_conv_kernels(cfg.train, device))
 
 
 @distributed_scope()

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from gfldet.config import ConfigError, load_config
-from gfldet.engine.conv_kernels import describe_conv_kernels, prepare_for_training, use_channels_last, use_winograd
+from gfldet.engine.conv_kernels import (chosen_conv_kernels, describe_conv_kernels, prepare_for_training,
+                                        use_channels_last, use_winograd)
 from gfldet.engine.launch import check_train_section
 from gfldet.models import build_detector
 from gfldet.models.winograd_conv import WinogradConv2d, nnpack_available
@@ -26,6 +27,8 @@ def test_auto_on_the_cpu_follows_its_vector_capability(monkeypatch, capability, 
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
     winograd = winograd and nnpack_available()
     assert use_channels_last("auto", CPU) is nhwc and use_winograd("auto", CPU) is winograd
+    assert chosen_conv_kernels({}, CPU) == {"channels_last": nhwc, "winograd": winograd}  # missing keys: auto
+    assert chosen_conv_kernels(_train_cfg(winograd="false"), CPU) == {"channels_last": nhwc, "winograd": False}
     assert describe_conv_kernels(_train_cfg(), CPU) == (
         f"channels_last: auto -> {'on' if nhwc else 'off'}, winograd: auto -> {'on' if winograd else 'off'} "
         f"(CPU capability {capability})")
