@@ -16,8 +16,9 @@ so a convolution is sent to NNPACK from :data:`MIN_WORK` multiply-accumulates pe
 stacked into one tall image, one NNPACK call: NNPACK's batched entry point runs its slower training algorithm (686
 ms for two images at P3), and one call per image transforms the weights once per image (8x256x32x32, P4 of a
 512x512 batch: 58 ms stacked, 96 ms image by image, 93 ms oneDNN). In training the input gradient, itself a 3x3
-convolution, takes the same path (150 ms vs oneDNN's 299 ms for two images at P3); the weight gradient stays on
-oneDNN. NNPACK runs on its own thread pool, which competes for the cores with oneDNN's where the two alternate (a
+convolution, takes the same path (150 ms vs oneDNN's 299 ms for two images at P3), and the weight gradient, which
+NNPACK cannot give through PyTorch, a Winograd algorithm of our own (:mod:`gfldet.models.winograd_weight_grad`:
+121 vs 273 ms there) where it pays off, oneDNN elsewhere. NNPACK runs on its own thread pool, which competes for the cores with oneDNN's where the two alternate (a
 ResNet's 1x1 and 3x3 convolutions): single-image inference was slower with the backbone's convolutions swapped too,
 so ``optimize_for_inference`` swaps only the neck's and head's; training steps (batches of 2 and 8) were faster
 with all of them swapped (``gfldet/engine/conv_kernels.py``, ``docs/benchmarks.md``).
@@ -32,6 +33,8 @@ import functools
 
 import torch
 from torch import nn
+
+from gfldet.models.winograd_weight_grad import conv3x3_weight_grad, winograd_weight_grad_pays_off
 
 __all__ = ["MIN_WORK", "WinogradConv2d", "nnpack_available", "swap_in_winograd_convs", "winograd_pays_off"]
 
@@ -62,8 +65,9 @@ class _NNPACKConv3x3(torch.autograd.Function):
 
     The input gradient of such a convolution is itself one: the output gradient convolved with the weights flipped
     in both spatial axes and with input and output channels swapped, so it takes the same fast kernels. The weight
-    and bias gradients (a correlation of input and output gradient over the batch) go to oneDNN through
-    ``aten.convolution_backward``: NNPACK's own kernel-gradient routine is not exposed by PyTorch.
+    gradient (a correlation of input and output gradient over the batch) is Winograd's too where that pays off
+    (:mod:`gfldet.models.winograd_weight_grad`: NNPACK's own kernel-gradient routine is not exposed by PyTorch);
+    otherwise it goes, with the bias gradient, to oneDNN through ``aten.convolution_backward``.
     """
 
     @staticmethod
@@ -82,7 +86,10 @@ class _NNPACKConv3x3(torch.autograd.Function):
         grad_input = grad_weight = grad_bias = None
         if needs_input:
             grad_input = _stacked(grad_output, weight.flip(2, 3).transpose(0, 1).contiguous(), None)
-        if needs_weight or needs_bias:
+        if needs_weight and winograd_weight_grad_pays_off(x.shape[1], weight.shape[0], *x.shape[2:]):
+            grad_weight = conv3x3_weight_grad(x, grad_output)
+            grad_bias = grad_output.sum((0, 2, 3)) if needs_bias else None
+        elif needs_weight or needs_bias:
             _, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
                 grad_output, x, weight, [weight.shape[0]] if ctx.has_bias else None, [1, 1], [1, 1], [1, 1], False,
                 [0, 0], 1, [False, needs_weight, needs_bias])
@@ -108,7 +115,8 @@ def _stacked(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -
 class WinogradConv2d(nn.Conv2d):
     """An ``nn.Conv2d`` (3x3, stride 1, padding 1, no dilation, one group) whose float32 CPU forward and input
     gradient run on NNPACK from :data:`MIN_WORK` multiply-accumulates per kernel tap up, with NCHW output
-    (weight and bias gradients stay on oneDNN). Everything else runs the ordinary convolution: small maps,
+    (the weight gradient on :func:`~gfldet.models.winograd_weight_grad.conv3x3_weight_grad` where that pays off,
+    on oneDNN otherwise). Everything else runs the ordinary convolution: small maps,
     GPUs, autocast, float64, tracing (ONNX / TorchScript export) and ``torch.compile``."""
 
     @classmethod

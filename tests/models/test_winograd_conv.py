@@ -12,20 +12,23 @@ from torch import nn
 
 from gfldet.models import build_detector
 from gfldet.models.inference_opt import optimize_for_inference
-from gfldet.models import winograd_conv
+from gfldet.models import winograd_conv, winograd_weight_grad
 from gfldet.models.winograd_conv import WinogradConv2d, nnpack_available, swap_in_winograd_convs
 
 pytestmark = pytest.mark.skipif(not nnpack_available(), reason="this PyTorch build has no usable NNPACK")
 
 # Against a float64 reference, relative to the output's largest magnitude (direct float32 conv: ~1.5e-6).
 WINOGRAD_RTOL = 1e-4
-# The tests' small layers (16 -> 24 channels) reach NNPACK from 4096 output positions, batch included.
+# The tests' small layers (16 -> 24 channels) reach NNPACK from 4096 output positions, batch included, and
+# compute their weight gradients by Winograd too (16 * 24 / 40 = 9.6 multiply-accumulates per transformed value).
 TEST_MIN_POSITIONS = 4096
+REAL_MIN_MACS_PER_TRANSFORMED_VALUE = winograd_weight_grad.MIN_MACS_PER_TRANSFORMED_VALUE
 
 
 @pytest.fixture(autouse=True)
 def small_layers_reach_nnpack(monkeypatch):
     monkeypatch.setattr(winograd_conv, "MIN_WORK", 16 * 24 * TEST_MIN_POSITIONS)
+    monkeypatch.setattr(winograd_weight_grad, "MIN_MACS_PER_TRANSFORMED_VALUE", 8)
 
 
 def _layer(bias: bool = True) -> WinogradConv2d:
@@ -35,6 +38,10 @@ def _layer(bias: bool = True) -> WinogradConv2d:
 
 def _count_nnpack_calls():
     return mock.patch.object(torch, "_nnpack_spatial_convolution", wraps=torch._nnpack_spatial_convolution)
+
+
+def _count_winograd_weight_grads():
+    return mock.patch.object(winograd_conv, "conv3x3_weight_grad", wraps=winograd_weight_grad.conv3x3_weight_grad)
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -89,13 +96,18 @@ def _float64_gradients(layer: nn.Conv2d, x: torch.Tensor, grad_output: torch.Ten
     return [x64.grad, reference.weight.grad, reference.bias.grad]
 
 
-def test_training_runs_forward_and_input_gradient_on_nnpack_and_matches_float64_gradients():
+@pytest.mark.parametrize("winograd_weight_grad_pays_off", [True, False])
+def test_training_runs_on_winograd_kernels_and_matches_float64_gradients(monkeypatch, winograd_weight_grad_pays_off):
+    if not winograd_weight_grad_pays_off:  # the real threshold: too few channels, oneDNN's weight gradient
+        monkeypatch.setattr(winograd_weight_grad, "MIN_MACS_PER_TRANSFORMED_VALUE",
+                            REAL_MIN_MACS_PER_TRANSFORMED_VALUE)
     layer = _layer().train()
     x = torch.randn(2, 16, 64, 72, requires_grad=True)
     grad_output = torch.randn(2, 24, 64, 72)
-    with _count_nnpack_calls() as nnpack:
+    with _count_nnpack_calls() as nnpack, _count_winograd_weight_grads() as weight_grads:
         layer(x).backward(grad_output)
     assert nnpack.call_count == 2  # forward and input gradient
+    assert weight_grads.call_count == int(winograd_weight_grad_pays_off)
     reference = _float64_gradients(layer, x, grad_output)
     for ours, ref in zip([x.grad, layer.weight.grad, layer.bias.grad], reference):
         assert ours.dtype == torch.float32 and ours.shape == ref.shape
@@ -107,9 +119,10 @@ def test_training_computes_only_the_gradients_asked_for_and_repeats_exactly():
     layer.bias.requires_grad_(False)
     x = torch.randn(2, 16, 64, 72)  # an input that needs no gradient (e.g. a frozen stage's output)
     grad_output = torch.randn(2, 24, 64, 72)
-    with _count_nnpack_calls() as nnpack:
+    with _count_nnpack_calls() as nnpack, _count_winograd_weight_grads() as weight_grads:
         layer(x).backward(grad_output)
     assert nnpack.call_count == 1 and layer.bias.grad is None  # the forward only: no input gradient
+    assert weight_grads.call_count == 1
     first = layer.weight.grad.clone()
     layer.weight.grad = None
     layer(x).backward(grad_output)
@@ -120,8 +133,9 @@ def test_a_frozen_layer_still_passes_the_input_gradient_on():
     layer = _layer().train().requires_grad_(False)
     x = torch.randn(1, 16, 64, 72, requires_grad=True)
     grad_output = torch.randn(1, 24, 64, 72)
-    layer(x).backward(grad_output)
-    assert layer.weight.grad is None and layer.bias.grad is None
+    with _count_winograd_weight_grads() as weight_grads:
+        layer(x).backward(grad_output)
+    assert layer.weight.grad is None and layer.bias.grad is None and weight_grads.call_count == 0
     reference = _float64_gradients(layer, x, grad_output)[0]
     assert (x.grad.double() - reference).abs().max() < WINOGRAD_RTOL * reference.abs().max()
 
@@ -184,11 +198,12 @@ def test_a_detector_training_step_matches_the_direct_one(small_model_cfg):
     images = torch.randn(2, 3, 256, 320)
     boxes = [torch.tensor([[10.0, 20.0, 120.0, 140.0], [150.0, 60.0, 300.0, 230.0]])] * 2
     labels = [torch.tensor([0, 1])] * 2
-    with _count_nnpack_calls() as nnpack:
+    with _count_nnpack_calls() as nnpack, _count_winograd_weight_grads() as weight_grads:
         losses = [sum(m(images, [(256, 320)] * 2, boxes, labels).values()) for m in (direct, winograd)]
         for loss in losses:
             loss.backward()
     assert nnpack.call_count > 0  # forward and input gradients (the frozen stem's output needs none)
+    assert weight_grads.call_count > 0
     assert losses[1].item() == pytest.approx(losses[0].item(), rel=1e-4)
     for (name, ref), ours in zip(direct.named_parameters(), winograd.parameters()):
         assert (ref.grad is None) == (ours.grad is None), name
