@@ -15,9 +15,10 @@ Both choose kernels, and which ones are fast depends on the machine (figures in 
 ``auto`` means NHWC on AVX-512 CPUs and NCHW elsewhere.
 
 ``winograd``: every stride-1 3x3 convolution (backbone, neck, head) computes its forward and input gradient on
-large float32 CPU maps with NNPACK's Winograd kernels (``gfldet/models/winograd_conv.py``); ``auto`` means where
-those beat oneDNN's: AVX2 CPUs (on a Zen 2: R-50 training steps at 2x800x1333 and 8x512x512 in 0.80-0.86x of
-the direct convolutions' time, three runs). A layer takes the ordinary convolution wherever NNPACK does not apply (GPUs,
+large float32 CPU maps with NNPACK's Winograd kernels (``gfldet/models/winograd_conv.py``), and where it pays off
+its weight gradient with our own Winograd algorithm (``gfldet/models/winograd_weight_grad.py``); ``auto`` means
+where those beat oneDNN's: AVX2 CPUs (on a Zen 2: R-50 training steps at 2x800x1333 and 8x512x512 in about 0.70x
+of the direct convolutions' time). A layer takes the ordinary convolution wherever NNPACK does not apply (GPUs,
 autocast, ``torch.compile``, small maps), so ``true`` is harmless there.
 
 Inference does not use these settings: ``optimize_for_inference`` makes the model NHWC, whose forward kernels are
