@@ -75,8 +75,9 @@ def _transform_kernels(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, 
 
 def conv3x3_weight_grad(x: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
     """The gradient (C_out, C_in, 3, 3) of a stride-1, padding-1 3x3 convolution's weight, from its input ``x``
-    (N, C_in, H, W) and the output's gradient ``grad_output`` (N, C_out, H, W); any H and W (the maps are padded
-    with zeros to whole 4x4 tiles, which adds nothing to the sum)."""
+    (N, C_in, H, W) and the output's gradient ``grad_output`` (N, C_out, H, W), in any memory format; any H and W
+    (the maps are padded with zeros to whole 4x4 tiles, which adds nothing to the sum)."""
+    x, grad_output = x.contiguous(), grad_output.contiguous()  # the transforms view every channel as an image
     num_images, in_channels, height, width = x.shape
     out_channels = grad_output.shape[1]
     tile_rows, tile_cols = -(-height // 4), -(-width // 4)

@@ -114,6 +114,18 @@ def test_training_runs_on_winograd_kernels_and_matches_float64_gradients(monkeyp
         assert (ours.double() - ref).abs().max() < WINOGRAD_RTOL * ref.abs().max()
 
 
+def test_a_channels_last_layer_trains_on_winograd_kernels():  # train.channels_last: true with train.winograd: true
+    layer = _layer().train().to(memory_format=torch.channels_last)
+    x = torch.randn(2, 16, 64, 72).contiguous(memory_format=torch.channels_last).requires_grad_()
+    grad_output = torch.randn(2, 24, 64, 72)
+    with _count_nnpack_calls() as nnpack, _count_winograd_weight_grads() as weight_grads:
+        layer(x).backward(grad_output)
+    assert nnpack.call_count == 2 and weight_grads.call_count == 1
+    reference = _float64_gradients(layer, x, grad_output)
+    for ours, ref in zip([x.grad, layer.weight.grad, layer.bias.grad], reference):
+        assert (ours.double() - ref).abs().max() < WINOGRAD_RTOL * ref.abs().max()
+
+
 def test_training_computes_only_the_gradients_asked_for_and_repeats_exactly():
     layer = _layer().train()
     layer.bias.requires_grad_(False)

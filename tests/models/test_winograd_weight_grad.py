@@ -32,6 +32,14 @@ def test_float64_gradient_equals_the_direct_one(shape):
     assert (ours - reference).abs().max() < 1e-12 * reference.abs().max()
 
 
+def test_channels_last_inputs_give_the_same_gradient():
+    torch.manual_seed(0)
+    x, grad_output = torch.randn(2, 8, 12, 16), torch.randn(2, 6, 12, 16)
+    expected = conv3x3_weight_grad(x, grad_output)
+    channels_last = [t.contiguous(memory_format=torch.channels_last) for t in (x, grad_output)]
+    assert torch.equal(conv3x3_weight_grad(*channels_last), expected)
+
+
 def test_float32_gradient_is_within_rounding_of_float64():
     torch.manual_seed(0)
     x = torch.randn(2, 32, 37, 45)
