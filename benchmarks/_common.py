@@ -105,14 +105,18 @@ def gfl_train_stages(model: torch.nn.Module, batch, *, channels_last: bool, wino
                        device=device, amp=amp)
 
 
-def gfl_train_contenders(build: Callable[[], torch.nn.Module], batch, *, device: torch.device, amp: str
+def gfl_train_contenders(build: Callable[[], torch.nn.Module], batch, *, device: torch.device, amp: str,
+                         also_winograd: bool = False
                          ) -> tuple[dict[str, tuple[list[Stage], None]], dict[str, torch.nn.Module]]:
     """Pipelines of gfldet's training step, and their models (each from ``build()``): with the convolution kernels
-    ``gfldet train`` picks here and, where those differ, with plain NCHW direct convolutions for comparison."""
-    chosen, plain = train_conv_kernels(device), {"channels_last": False, "winograd": False}
+    ``gfldet train`` picks here and, where those differ, with plain NCHW direct convolutions for comparison; with
+    ``also_winograd``, NCHW Winograd convolutions too where ``auto`` does not pick them."""
+    chosen = train_conv_kernels(device)
     variants = {f"gfldet ({describe_kernels(chosen)})": chosen}
-    if chosen != plain:
-        variants["gfldet (NCHW, direct)"] = plain
+    others = {"gfldet (NCHW, direct)": {"channels_last": False, "winograd": False}}
+    if also_winograd:
+        others["gfldet (NCHW, Winograd)"] = {"channels_last": False, "winograd": True}
+    variants.update({name: kernels for name, kernels in others.items() if kernels not in variants.values()})
     models = {name: build() for name in variants}
     pipelines = {name: (gfl_train_stages(models[name], batch, **kernels, device=device, amp=amp), None)
                  for name, kernels in variants.items()}
@@ -140,6 +144,9 @@ def add_step_arguments(parser: argparse.ArgumentParser, *, default_amp: list[str
     parser.add_argument("--amp", nargs="+", choices=list(AMP_MODES), default=default_amp,
                         help=f"precision modes of the training step, each run for every contender (default: "
                              f"{' and '.join(default_amp)})")
+    parser.add_argument("--also-winograd", action="store_true",
+                        help="also time gfldet with train.winograd: true where auto leaves it off (AVX-512 CPUs, "
+                             "where Winograd and oneDNN's direct kernels were never compared)")
 
 
 def step_sizes(args: argparse.Namespace) -> list[tuple[int, int, int]]:

@@ -39,7 +39,7 @@ def run_size(args, batch_size: int, height: int, width: int, amp: str) -> list[s
     batch = synthetic_batch(batch_size=batch_size, height=height, width=width, num_classes=_common.NUM_CLASSES,
                             device=device)
     pipelines, models = _common.gfl_train_contenders(lambda: _common.build_gfl_r50().to(device), batch,
-                                                     device=device, amp=amp)
+                                                     device=device, amp=amp, also_winograd=args.also_winograd)
     fcos = _common.build_fcos_r50(height=height, width=width).to(device)
     peers = {"torchvision FCOS": fcos}
     if device.type == "cuda":

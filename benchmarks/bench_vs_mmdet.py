@@ -119,7 +119,8 @@ def run_train(args, batch_size: int, height: int, width: int, amp: str) -> list[
     batch = synthetic_batch(batch_size=batch_size, height=height, width=width, num_classes=_common.NUM_CLASSES,
                             device=args.device)
     theirs, ours = build_pair()
-    pipelines, _ = _common.gfl_train_contenders(lambda: copy.deepcopy(ours), batch, device=args.device, amp=amp)
+    pipelines, _ = _common.gfl_train_contenders(lambda: copy.deepcopy(ours), batch, device=args.device, amp=amp,
+                                                also_winograd=args.also_winograd)
     pipelines["mmdetection GFL"] = (mmdet_train_stages(theirs, batch, device=args.device, amp=amp), None)
     times = run_interleaved(pipelines, runs=args.runs, warmup=args.warmup, device=args.device)
     precision = "fp32" if amp == "off" else f"{amp} autocast (both)"

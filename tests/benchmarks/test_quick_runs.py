@@ -21,6 +21,8 @@ COMPARISONS = {
     "bench_eval_backends.py": "identical",
     "bench_vs_mmdet.py": "| mmdetection GFL |",
 }
+# script -> extra arguments: gfldet's training step with Winograd convolutions whatever ``auto`` picks here
+EXTRA_ARGUMENTS = {"bench_train_vs_torchvision.py": ("--also-winograd",)}
 
 
 def _run(script: str, *args: str) -> str:
@@ -37,10 +39,13 @@ def test_comparison_script_writes_its_snippet(script, tmp_path):
     if script == "bench_vs_mmdet.py" and importlib.util.find_spec("mmdet") is None:
         pytest.skip("mmdetection not installed (bash scripts/install_parity_deps.sh)")
     snippet = tmp_path / "snippet.md"
-    out = _run(script, "--threads", "1", "--md", str(snippet))
+    out = _run(script, "--threads", "1", "--md", str(snippet), *EXTRA_ARGUMENTS.get(script, ()))
     text = snippet.read_text()
     assert text.startswith("### ") and "- command: `python benchmarks/" in text and "- machine:" in text
     assert COMPARISONS[script] in text and COMPARISONS[script] in out
+    if "--also-winograd" in EXTRA_ARGUMENTS.get(script, ()):  # one row per table, like every contender
+        assert text.count("| gfldet (NCHW, Winograd) |") == text.count(COMPARISONS[script]) > 0
+        assert text.count("| gfldet (NCHW, direct) |") == text.count(COMPARISONS[script])
 
 
 def test_assignment_script_checks_both_paths_agree():
