@@ -17,11 +17,12 @@ stacked into one tall image, one NNPACK call: NNPACK's batched entry point runs 
 ms for two images at P3), and one call per image transforms the weights once per image (8x256x32x32, P4 of a
 512x512 batch: 58 ms stacked, 96 ms image by image, 93 ms oneDNN). In training the input gradient, itself a 3x3
 convolution, takes the same path (150 ms vs oneDNN's 299 ms for two images at P3), and the weight gradient, which
-NNPACK cannot give through PyTorch, a Winograd algorithm of our own (:mod:`gfldet.models.winograd_weight_grad`:
-121 vs 273 ms there) where it pays off, oneDNN elsewhere. NNPACK runs on its own thread pool, which competes for the cores with oneDNN's where the two alternate (a
-ResNet's 1x1 and 3x3 convolutions): single-image inference was slower with the backbone's convolutions swapped too,
-so ``optimize_for_inference`` swaps only the neck's and head's; training steps (batches of 2 and 8) were faster
-with all of them swapped (``gfldet/engine/conv_kernels.py``, ``docs/benchmarks.md``).
+NNPACK cannot give through PyTorch, a Winograd algorithm of our own (:mod:`gfldet.models.winograd_weight_grad`: 121
+vs 273 ms there) where it pays off, oneDNN elsewhere. NNPACK runs on its own thread pool, which competes for the
+cores with oneDNN's where the two alternate (a ResNet's 1x1 and 3x3 convolutions): single-image inference was slower
+with the backbone's convolutions swapped too, so ``optimize_for_inference`` swaps only the neck's and head's;
+training steps (batches of 2 and 8) were faster with all of them swapped (``gfldet/engine/conv_kernels.py``,
+``docs/benchmarks.md``).
 
 Rounding: against a float64 reference, NNPACK's outputs are off by ~1.4e-5 of the output's largest magnitude,
 direct convolution by ~1.5e-6 (a 256->256 3x3 layer at P3); both far below TF32's, which GPUs use for float32
@@ -116,8 +117,8 @@ class WinogradConv2d(nn.Conv2d):
     """An ``nn.Conv2d`` (3x3, stride 1, padding 1, no dilation, one group) whose float32 CPU forward and input
     gradient run on NNPACK from :data:`MIN_WORK` multiply-accumulates per kernel tap up, with NCHW output
     (the weight gradient on :func:`~gfldet.models.winograd_weight_grad.conv3x3_weight_grad` where that pays off,
-    on oneDNN otherwise). Everything else runs the ordinary convolution: small maps,
-    GPUs, autocast, float64, tracing (ONNX / TorchScript export) and ``torch.compile``."""
+    on oneDNN otherwise). Everything else runs the ordinary convolution: small maps, GPUs, autocast, float64,
+    tracing (ONNX / TorchScript export) and ``torch.compile``."""
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d) -> "WinogradConv2d":

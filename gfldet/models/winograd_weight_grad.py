@@ -26,7 +26,7 @@ on an AVX2-only AMD EPYC (Zen 2), 2 threads, ``train.cpu_allocator: reuse``, med
     512->512 at 8x16x16   (16 tiles an image) 62 ms vs  65 ms: matrix products too short
 
 hence :func:`winograd_weight_grad_pays_off`. Rounding, relative to the largest gradient entry, against float64:
-~6e-6 (the direct algorithm's: 4e-6 to 1.3e-5 at the same sizes).
+5e-6 to 7e-6 (the direct algorithm's: 2e-6 to 1.7e-5 at the same sizes).
 """
 from __future__ import annotations
 
