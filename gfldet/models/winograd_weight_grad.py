@@ -25,8 +25,10 @@ on an AVX2-only AMD EPYC (Zen 2), 2 threads, ``train.cpu_allocator: reuse``, med
      64->64  at 8x128x128 (ResNet layer1)     69 ms vs  72 ms: the transforms outweigh the saving
     512->512 at 8x16x16   (16 tiles an image) 62 ms vs  65 ms: matrix products too short
 
-hence :func:`winograd_weight_grad_pays_off`. Rounding, relative to the largest gradient entry, against float64:
-5e-6 to 7e-6 (the direct algorithm's: 2e-6 to 1.7e-5 at the same sizes).
+hence :func:`winograd_weight_grad_pays_off`. Extra memory while it runs: the transformed tiles, 2.25x the layer's
+input and output gradient, little next to the activations a training step keeps (transforming image by image
+inside the loop needed 1/N of it and took 0-8 % longer). Rounding, relative to the largest gradient entry,
+against float64: 5e-6 to 7e-6 (the direct algorithm's: 2e-6 to 1.7e-5 at the same sizes).
 """
 from __future__ import annotations
 
