@@ -75,6 +75,14 @@ def _transform_kernels(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, 
     return input_kernels.to(dtype), grad_kernels.to(dtype), to_kernel_grad.to(dtype)
 
 
+def _transformed_tiles(maps: torch.Tensor, kernels: torch.Tensor, padding: tuple[int, int, int, int]) -> torch.Tensor:
+    """Every channel of every image of ``maps`` (N, C, H, W; contiguous), zero-padded by ``padding`` (left, right,
+    top, bottom), transformed tile by tile at stride 4 with ``kernels`` (36, 1, k, k): (N, C, 36, tiles)."""
+    padded = F.pad(maps, padding)
+    tiles = F.conv2d(padded.view(-1, 1, *padded.shape[2:]), kernels, stride=4)
+    return tiles.view(*maps.shape[:2], 36, -1)
+
+
 def conv3x3_weight_grad(x: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
     """The gradient (C_out, C_in, 3, 3) of a stride-1, padding-1 3x3 convolution's weight, from its input ``x``
     (N, C_in, H, W) and the output's gradient ``grad_output`` (N, C_out, H, W), in any memory format; any H and W
@@ -84,13 +92,9 @@ def conv3x3_weight_grad(x: torch.Tensor, grad_output: torch.Tensor) -> torch.Ten
     out_channels = grad_output.shape[1]
     tile_rows, tile_cols = -(-height // 4), -(-width // 4)
     input_kernels, grad_kernels, to_kernel_grad = _transform_kernels(x.dtype)
-    # every channel of every image as a one-channel image; 6x6 input tiles overlap by 2 (stride 4)
-    padded = F.pad(x, (1, 4 * tile_cols + 1 - width, 1, 4 * tile_rows + 1 - height))
-    tiles_in = F.conv2d(padded.view(-1, 1, *padded.shape[2:]), input_kernels, stride=4)
-    tiles_in = tiles_in.view(num_images, in_channels, 36, -1)                       # (N, C_in, 36, tiles)
-    padded = F.pad(grad_output, (0, 4 * tile_cols - width, 0, 4 * tile_rows - height))
-    tiles_grad = F.conv2d(padded.view(-1, 1, *padded.shape[2:]), grad_kernels, stride=4)
-    tiles_grad = tiles_grad.view(num_images, out_channels, 36, -1)                  # (N, C_out, 36, tiles)
+    # 6x6 input tiles overlap by 2 (stride 4, the convolution's own zero border of 1 on top and left)
+    tiles_in = _transformed_tiles(x, input_kernels, (1, 4 * tile_cols + 1 - width, 1, 4 * tile_rows + 1 - height))
+    tiles_grad = _transformed_tiles(grad_output, grad_kernels, (0, 4 * tile_cols - width, 0, 4 * tile_rows - height))
     # per transform point: (C_out x tiles) @ (tiles x C_in), accumulated image by image; strided views, no copies
     products = torch.bmm(tiles_grad[0].transpose(0, 1), tiles_in[0].permute(1, 2, 0))
     for image in range(1, num_images):
