@@ -39,9 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="NHWC weights and activations (default: as gfldet test/infer (on) and gfldet train "
                              "(train.channels_last: auto, on for AVX-512 CPUs only) do)")
     parser.add_argument("--winograd", action=argparse.BooleanOptionalAction, default=None,
-                        help="stride-1 3x3 convs on NNPACK's Winograd kernels, the neck's and head's (infer) or all "
-                             "(train) (default: as gfldet test/infer/train (train.winograd: auto) do: on for AVX2 "
-                             "CPUs only)")
+                        help="stride-1 3x3 convs on Winograd kernels, the neck's and head's (infer) or all, weight "
+                             "gradients included (train) (default: as gfldet test/infer/train (train.winograd: "
+                             "auto) do: on for AVX2 CPUs only)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile backbone, neck and head (infer) or forward and loss (train, as "
                              "train.compile); the first runs compile, so raise --warmup")
