@@ -23,8 +23,8 @@ SPLITS = ("train", "val", "test")
 DATA_KEYS = ("batch_size", "num_workers", "persistent_workers", "pin_memory", "size_divisor", "mean", "std",
              "on_bad_image", "on_bad_annotation", *SPLITS)
 SPLIT_KEYS = {"train": ("ann_file", "img_dir", "transforms", "filter_empty"),
-              "val": ("ann_file", "img_dir", "transforms"),
-              "test": ("ann_file", "img_dir", "transforms")}
+              "val": ("ann_file", "img_dir", "transforms", "batch_size"),
+              "test": ("ann_file", "img_dir", "transforms", "batch_size")}
 
 
 def _required(section: Config, key: str):
@@ -64,7 +64,8 @@ def _normalisation(data_cfg: Config, key: str) -> list[float]:
 
 def build_dataloader(data_cfg: Config, split: str, *, distributed: bool = False, seed: int = 0,
                      dataset: CocoDetection | None = None) -> DataLoader:
-    """A DataLoader yielding ``Batch``; ``data.batch_size`` images per process (per GPU).
+    """A DataLoader yielding ``Batch``: ``data.batch_size`` images per process (per GPU) in training,
+    ``data.<split>.batch_size`` in evaluation.
 
     train: AspectRatioBatchSampler (shuffled, orientation-grouped, deterministic from (seed, epoch); call
     ``loader.batch_sampler.set_epoch(e)`` each epoch and ``skip_batches(n)`` to resume mid-epoch).
@@ -73,9 +74,12 @@ def build_dataloader(data_cfg: Config, split: str, *, distributed: bool = False,
     """
     data_cfg = data_cfg if isinstance(data_cfg, Config) else Config(data_cfg, path="data")
     dataset = build_dataset(data_cfg, split) if dataset is None else dataset
-    batch_size = int(_required(data_cfg, "batch_size"))
+    # evaluation has its own batch size: images of a batch are padded to the largest, and the padding changes
+    # the features near their bottom/right borders, so 1 is the reference protocol (coco_detection.yaml)
+    batch_section = data_cfg if split == "train" else _split_cfg(data_cfg, split)
+    batch_size = int(_required(batch_section, "batch_size"))
     if batch_size < 1:
-        raise ConfigError(f"{data_cfg.where('batch_size')}: batch_size must be >= 1, got {batch_size}")
+        raise ConfigError(f"{batch_section.where('batch_size')}: batch_size must be >= 1, got {batch_size}")
     rank_world = {} if distributed else {"rank": 0, "world_size": 1}
     if split == "train":
         sampler = AspectRatioBatchSampler(portrait=dataset.aspect_flags(), batch_size=batch_size, seed=seed,

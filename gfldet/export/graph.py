@@ -71,7 +71,9 @@ class DecodedOutputs(RawOutputs):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         head = self.detector.head
         cls_scores, bbox_preds = self.detector.raw_outputs(images)
-        scores, reg = head.flat_outputs(cls_scores, bbox_preds)  # [N, P, C], [N, P, R]
+        scores, factors, reg = head.flat_outputs(cls_scores, bbox_preds)  # [N, P, C], [N, P] or None, [N, P, R]
+        if factors is not None:
+            scores = scores * factors[..., None]
         centers, strides = self._priors(cls_scores)
         prior_idx = torch.arange(strides.shape[0], device=strides.device)
         return scores, head.decode_rows(reg, centers, strides, prior_idx)
@@ -97,8 +99,10 @@ class Detections(DecodedOutputs):
         cls_scores, bbox_preds = self.detector.raw_outputs(images)
         boxes, scores, labels = [], [], []
         for cls_map, reg_map, stride in zip(cls_scores, bbox_preds, head.prior_generator.strides):
-            level_scores, level_reg = head.flat_outputs([cls_map], [reg_map])  # [1, P_l, C], [1, P_l, R]
+            level_scores, level_factors, level_reg = head.flat_outputs([cls_map], [reg_map])  # [1, P_l, ...]
             prior, label, score = self._candidates(level_scores[0], nms_pre=cfg.nms_pre, score_thr=cfg.score_thr)
+            if level_factors is not None:
+                score = score * level_factors[0][prior]
             centers, strides = level_priors(cls_map, stride, head.num_anchors)
             boxes.append(head.decode_rows(level_reg[0][prior], centers[prior], strides[prior], prior))
             scores.append(score)

@@ -22,7 +22,7 @@ def data_cfg(train: dict, val: dict | None = None, **overrides) -> Config:
                "size_divisor": 32, "mean": MEAN, "std": STD, "on_bad_image": "error", "on_bad_annotation": "drop",
                "train": {"filter_empty": True, "transforms": [{"type": "Resize", "scale": [1333, 800]}], **train}}
     if val is not None:
-        section["val"] = {"transforms": [{"type": "Resize", "scale": [1333, 800]}], **val}
+        section["val"] = {"transforms": [{"type": "Resize", "scale": [1333, 800]}], "batch_size": 1, **val}
     section.update(overrides)
     return Config(section, path="data")
 

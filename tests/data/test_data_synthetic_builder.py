@@ -73,6 +73,19 @@ def test_eval_split_keeps_empty_images_and_order(synth_dir):
     assert ids == [1, 2, 3, 4]
 
 
+def test_eval_batch_size_is_the_split_s_own(synth_dir):
+    cfg = _synth_cfg(synth_dir, batch_size=4)                   # training: 4 images per batch; val: 1 (helper)
+    assert [len(b) for b in build_dataloader(cfg, "val")] == [1, 1, 1, 1]
+    cfg.val.batch_size = 3
+    assert [len(b) for b in build_dataloader(cfg, "val")] == [3, 1]
+    del cfg.val["batch_size"]
+    with pytest.raises(ConfigError, match=r"missing key 'data\.val\.batch_size'"):
+        build_dataloader(cfg, "val")
+    cfg.val.batch_size = 0
+    with pytest.raises(ConfigError, match="batch_size must be >= 1"):
+        build_dataloader(cfg, "val")
+
+
 def test_labels_are_contiguous_and_cat_ids_original(tmp_path):
     ann = write_coco(tmp_path, [(1, 64, 64)], [{"image_id": 1, "category_id": 3, "bbox": [1, 1, 9, 9]},
                                                {"image_id": 1, "category_id": 1, "bbox": [2, 2, 9, 9], "iscrowd": 1}])

@@ -72,3 +72,11 @@ def test_configs_cover_every_row_of_the_reproduced_tables_once():
                 served[pair] = path.name
     expected = {(t, r) for t in REPRODUCED_TABLES for r in PAPER_TABLES[t].rows if not r.startswith("ssd")}
     assert expected <= set(served), sorted(expected - set(served))
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIGS if "ablation" in load_config(p)], ids=lambda p: p.stem)
+def test_giou_weight_is_the_detector_s_own(path):
+    """mmdetection's FCOS weighs GIoU 1.0, its ATSS and GFL 2.0; the FCOS rows inherit the ATSS config."""
+    head = load_config(path).model.head
+    if head.type in ("fcos", "atss"):
+        assert head.loss_bbox.loss_weight == (1.0 if head.type == "fcos" else 2.0)

@@ -2,6 +2,7 @@
 matches its formula, and the GFL combination equals GFLHead."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -218,6 +219,25 @@ def test_branch_score_multiplies_class_score_at_test_time():
     detections = head.predict(cls, reg, IMAGE_SIZES, [(1.0, 1.0)] * 2)
     expected = torch.sigmoid(torch.tensor(2.0)) * 0.5
     torch.testing.assert_close(detections[0]["scores"], torch.full_like(detections[0]["scores"], expected.item()))
+
+
+def test_branch_factor_comes_after_the_score_threshold_and_top_k():
+    """As mmdetection's score_factors: threshold and nms_pre see the class probability alone."""
+    head = make_head("centerness_branch", box="dirac", weighting="centerness").eval()
+    cls, reg = head(features(batch=1))
+    for c, r in zip(cls, reg):
+        c.fill_(-10.0)
+        r[:, :4] = 1.0
+        r[:, 4] = -10.0
+    # two priors of level 0 (stride 8), class 1: class probability 0.5 and 0.27, factors 0.02 and 0.9
+    cls[0][0, 1, 2, 3], reg[0][0, 4, 2, 3] = 0.0, math.log(0.02 / 0.98)
+    cls[0][0, 1, 8, 12], reg[0][0, 4, 8, 12] = -1.0, math.log(0.9 / 0.1)
+    [kept] = head.predict(cls, reg, IMAGE_SIZES[:1], [(1.0, 1.0)])
+    # 0.5 x 0.02 = 0.01 is under score_thr 0.05 and still kept; the products rank the detections
+    torch.testing.assert_close(kept["scores"], torch.tensor([torch.sigmoid(torch.tensor(-1.0)).item() * 0.9, 0.01]))
+    head.test_cfg = dataclasses.replace(TEST_CFG, nms_pre=1)
+    [top_one] = head.predict(cls, reg, IMAGE_SIZES[:1], [(1.0, 1.0)])
+    torch.testing.assert_close(top_one["scores"], torch.tensor([0.01]))   # the higher class probability
 
 
 def test_inconsistent_options_are_rejected():

@@ -7,7 +7,7 @@ training (``build_targets``, see ``targets.py``) and the inference path.
 Hooks of a subclass (every consumer -- ``predict``, the losses, ``gfldet.export`` -- goes through them):
 - ``reg_channels`` / ``num_anchors``: output channels per prior and priors per location;
 - ``regression_output``: a level's regression output (a branch on the regression tower appends channels here);
-- ``class_probabilities(cls_logits, reg)``: ranking scores (e.g. x a quality branch's sigmoid);
+- ``score_factors(reg)``: per-prior factors of the class probabilities (a quality branch's sigmoid), or None;
 - ``decode_rows(reg, centers_px, strides, prior_idx)``: boxes in pixels; the default decodes ltrb distances from
   ``decode_distances`` (stride units), an anchor-delta head overrides it;
 - ``assign``: the assignment of priors to GTs (default: an ATSS-like assigner on the anchors);
@@ -92,10 +92,11 @@ class DenseHead(nn.Module):
         a head with an extra branch on the regression tower appends its channels here."""
         return (self.reg_pred(reg_feat) * scale).float()
 
-    def class_probabilities(self, cls_logits: torch.Tensor, reg: torch.Tensor) -> torch.Tensor:
-        """Flattened cls logits [N, P, C] and regression rows [N, P, R] -> ranking scores [N, P, C] in [0, 1] used
-        at inference (default: sigmoid of the logits)."""
-        return cls_logits.sigmoid()
+    def score_factors(self, reg: torch.Tensor) -> torch.Tensor | None:
+        """Regression rows [N, P, R] -> per-prior factors [N, P] in [0, 1] that multiply the class probabilities
+        of the detections at inference (a quality branch's sigmoid), or None (default: none). As mmdetection's
+        ``score_factors``, they apply after the score threshold and top-k, which see the class probability alone."""
+        return None
 
     def decode_distances(self, reg: torch.Tensor) -> torch.Tensor:
         """Regression rows [..., R] -> ltrb distances [..., 4] in stride units (default: the rows themselves)."""
@@ -160,11 +161,12 @@ class DenseHead(nn.Module):
         return (flatten_levels(cls_scores, self.num_anchors).float(),
                 flatten_levels(bbox_preds, self.num_anchors).float())
 
-    def flat_outputs(self, cls_scores: Sequence[torch.Tensor],
-                     bbox_preds: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-level outputs -> ranking scores [N, P, C] (``class_probabilities``) and regression rows [N, P, R]."""
+    def flat_outputs(self, cls_scores: Sequence[torch.Tensor], bbox_preds: Sequence[torch.Tensor]
+                     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Per-level outputs -> class probabilities [N, P, C], ``score_factors`` [N, P] (or None) and regression
+        rows [N, P, R]."""
         cls_logits, reg = self.flat_logits(cls_scores, bbox_preds)
-        return self.class_probabilities(cls_logits, reg), reg
+        return cls_logits.sigmoid(), self.score_factors(reg), reg
 
     def decode_boxes(self, reg: torch.Tensor, priors: Priors, prior_idx: torch.Tensor,
                      max_shape: torch.Tensor | None = None) -> torch.Tensor:
@@ -221,10 +223,11 @@ class DenseHead(nn.Module):
         """
         self.check_batch(cls_scores, image_sizes=image_sizes, scale_factors=scale_factors)
         priors = self.priors_for(cls_scores)
-        scores, reg = self.flat_outputs(cls_scores, bbox_preds)
+        probabilities, factors, reg = self.flat_outputs(cls_scores, bbox_preds)
         sizes = host_tensor([list(s) for s in image_sizes], dtype=reg.dtype, device=reg.device)
 
         def decode(rows: torch.Tensor, prior_idx: torch.Tensor, image_idx: torch.Tensor) -> torch.Tensor:
             return self.decode_boxes(rows, priors, prior_idx, max_shape=sizes[image_idx])
 
-        return postprocess(scores, reg, priors.num_per_level, decode, scale_factors, self.test_cfg)
+        return postprocess(probabilities, reg, priors.num_per_level, decode, scale_factors, self.test_cfg,
+                           score_factors=factors)

@@ -1,9 +1,11 @@
 """Dense-detector post-processing: per-level score threshold + top-k, decode, clip, rescale, class-aware NMS.
 
 The order is mmdetection 3.3's (``_predict_by_feat_single`` then ``_bbox_post_process``): per level keep the
-(prior, class) pairs scoring above ``score_thr``, at most ``nms_pre`` of them (best first); decode and clip those
-boxes to the resized image; concatenate levels; rescale to the original image; drop boxes not wider and taller than
-``min_bbox_size`` (a negative value disables this); class-aware NMS; keep the best ``max_per_img``.
+(prior, class) pairs whose class probability is above ``score_thr``, at most ``nms_pre`` of them (best first);
+decode and clip those boxes to the resized image; concatenate levels; multiply the scores by the head's per-prior
+score factors if it has any (a quality branch: ATSS's and FCOS's centerness); rescale to the original image; drop
+boxes not wider and taller than ``min_bbox_size`` (a negative value disables this); class-aware NMS; keep the best
+``max_per_img``.
 """
 from __future__ import annotations
 
@@ -62,11 +64,13 @@ def select_candidates(scores: torch.Tensor, num_per_level: Sequence[int], *, sco
 
 
 def postprocess(scores: torch.Tensor, reg: torch.Tensor, num_per_level: Sequence[int], decode: DecodeFn,
-                scale_factors: Sequence[tuple[float, float]], cfg: PostProcessConfig) -> list[dict[str, torch.Tensor]]:
+                scale_factors: Sequence[tuple[float, float]], cfg: PostProcessConfig, *,
+                score_factors: torch.Tensor | None = None) -> list[dict[str, torch.Tensor]]:
     """Detections per image from flattened head outputs.
 
     scores: [N, P, C] class probabilities; reg: [N, P, R] regression outputs; decode maps the candidates' reg
-    rows to boxes in resized-image pixels (clipped to the image); scale_factors: per image (sx, sy) of the resize.
+    rows to boxes in resized-image pixels (clipped to the image); scale_factors: per image (sx, sy) of the resize;
+    score_factors: optional [N, P] per-prior factors of the selected candidates' scores (NMS ranks the products).
     Returns per image {'boxes': [K, 4] xyxy original px, 'scores': [K], 'labels': [K] int64, 'prior_idx': [K]
     int64 index (into P) of the prior behind each detection}, best first.
     Host synchronisations: 3 for the batch (candidates, size filter, per-image counts) and NMS's own per image.
@@ -74,6 +78,8 @@ def postprocess(scores: torch.Tensor, reg: torch.Tensor, num_per_level: Sequence
     image_idx, prior_idx, labels, cand_scores = select_candidates(
         scores, num_per_level, score_thr=cfg.score_thr, nms_pre=cfg.nms_pre)
     boxes = decode(reg[image_idx, prior_idx], prior_idx, image_idx)
+    if score_factors is not None:
+        cand_scores = cand_scores * score_factors[image_idx, prior_idx]
     # multiply by the reciprocal (as mmdetection's scale_boxes) rather than divide: identical float32 results
     inv_scale = host_tensor([[1 / sx, 1 / sy, 1 / sx, 1 / sy] for sx, sy in scale_factors], dtype=boxes.dtype,
                             device=boxes.device)

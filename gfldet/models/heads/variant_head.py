@@ -93,11 +93,10 @@ class VariantHead(DenseHead):
             return reg
         return torch.cat([reg, self.quality_pred(reg_feat).float()], dim=1)
 
-    def class_probabilities(self, cls_logits: Tensor, reg: Tensor) -> Tensor:
-        """Ranking scores [N, P, C]: sigmoid(cls), times sigmoid(quality logit = last row channel) with a quality
-        branch, applied before the score threshold and top-k (mmdetection applies it after them)."""
-        scores = cls_logits.sigmoid()
-        return scores if self.quality_pred is None else scores * reg[..., -1:].sigmoid()
+    def score_factors(self, reg: Tensor) -> Tensor | None:
+        """With a quality branch, its sigmoid [N, P] (the quality logit is the last row channel): it multiplies the
+        class probability of each detection after the score threshold and top-k; None without a branch."""
+        return None if self.quality_pred is None else reg[..., -1].sigmoid()
 
     # -- training -------------------------------------------------------------------------------------------------
     def loss(self, cls_scores: Sequence[Tensor], bbox_preds: Sequence[Tensor], gt_boxes: Sequence[Tensor],
