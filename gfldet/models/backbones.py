@@ -40,6 +40,11 @@ _TORCHVISION_WEIGHTS = {
     (101, 32, 8): tv_resnet.ResNeXt101_32X8D_Weights.IMAGENET1K_V1,
     (101, 64, 4): tv_resnet.ResNeXt101_64X4D_Weights.IMAGENET1K_V1,
 }
+# where the reference configs take ImageNet weights that torchvision does not have (a hint in the error)
+_OTHER_IMAGENET_WEIGHTS = {
+    (101, 32, 4): (" (mmdetection's GFL X-101-32x4d starts from open-mmlab's resnext101_32x4d-a5af3160.pth, "
+                   "https://download.openmmlab.com/pretrain/third_party/resnext101_32x4d-a5af3160.pth)"),
+}
 _STAGE_NAMES = ("layer1", "layer2", "layer3", "layer4")
 _STAGE_STRIDES = (4, 8, 16, 32)
 
@@ -161,8 +166,9 @@ class ResNet(nn.Module):
         if pretrained is True or pretrained == "torchvision":
             weights = _TORCHVISION_WEIGHTS.get((self.depth, self.groups, self.width_per_group))
             if weights is None:
+                hint = _OTHER_IMAGENET_WEIGHTS.get((self.depth, self.groups, self.width_per_group), "")
                 raise ValueError(f"{what}: torchvision has no ImageNet weights for this architecture; set "
-                                  "backbone.pretrained to the path of a local state dict")
+                                  f"backbone.pretrained to the path of a local state dict{hint}")
             state = _download_torchvision_weights(weights, what=what)
         else:
             state = load_pretrained_state_dict(pretrained, what=what)
