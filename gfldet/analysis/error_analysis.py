@@ -40,7 +40,8 @@ def error_analysis(coco_gt, detections: list[dict], *, image_ids: Sequence[int] 
 
     Returns {"ap": {size: AP@[.5:.95]}, "ap50": {size: AP@.5}, "per_class": {class name: {size: AP}},
     "false_positives": {type: count}, "fp_shares": {type: fraction of false positives}, "true_positives",
-    "missed", "num_gt", "settings": {...}}; AP is NaN where a class or size has no GT.
+    "missed", "num_gt", "settings": {...}}; AP is None (JSON null) where a class or size has no GT, also
+    without any detection (as COCOeval: 0 where there is GT).
     """
     image_ids = sorted(int(i) for i in (coco_gt.getImgIds() if image_ids is None else image_ids))
     ap, ap50, per_class = _coco_ap(coco_gt, detections, image_ids, max_dets)
@@ -54,22 +55,21 @@ def error_analysis(coco_gt, detections: list[dict], *, image_ids: Sequence[int] 
             "settings": {"score_thr": score_thr, "fg_iou": fg_iou, "bg_iou": bg_iou, "max_dets": max_dets}}
 
 
-def _mean_precision(precision: np.ndarray) -> float:
+def _mean_precision(precision: np.ndarray) -> float | None:
+    """Mean of COCOeval precision entries that have GT (not -1); None when none has."""
     valid = precision[precision > -1]
-    return float(valid.mean()) if valid.size else float("nan")
+    return float(valid.mean()) if valid.size else None
 
 
 def _coco_ap(coco_gt, detections: list[dict], image_ids: list[int], max_dets: int) -> tuple[dict, dict, dict]:
     """COCOeval AP per size (all classes), AP50 per size and AP per class and size."""
-    cat_ids = sorted(coco_gt.getCatIds())
-    names = [coco_gt.cats[c]["name"] for c in cat_ids]
-    if not detections:  # pycocotools cannot load an empty result list
-        zero = {size: 0.0 for size in SIZES}
-        return dict(zero), dict(zero), {name: dict(zero) for name in names}
     from pycocotools.cocoeval import COCOeval
 
+    from gfldet.engine.evaluator import load_results
+
+    names = [coco_gt.cats[c]["name"] for c in sorted(coco_gt.getCatIds())]
     with contextlib.redirect_stdout(io.StringIO()):
-        coco_eval = COCOeval(coco_gt, coco_gt.loadRes([dict(d) for d in detections]), "bbox")
+        coco_eval = COCOeval(coco_gt, load_results(coco_gt, [dict(d) for d in detections]), "bbox")
         coco_eval.params.imgIds = image_ids
         coco_eval.params.maxDets = [1, 10, max_dets]
         coco_eval.evaluate()
@@ -149,8 +149,8 @@ def _max(values: np.ndarray, mask: np.ndarray) -> float:
 
 def format_error_analysis(result: dict) -> str:
     """Markdown tables: AP per class and size (with the all-class row), then the false positives by type."""
-    def cell(value: float) -> str:
-        return "-" if value != value else f"{value:.3f}"  # NaN: no GT of that class / size
+    def cell(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"  # None: no GT of that class / size
 
     lines = ["| class | " + " | ".join(f"AP {s}" for s in SIZES) + " |", "|---" * (len(SIZES) + 1) + "|"]
     rows = [("**all**", result["ap"])] + list(result["per_class"].items())
@@ -165,15 +165,20 @@ def format_error_analysis(result: dict) -> str:
 
 
 def plot_error_analysis(result: dict, out_path: str | Path) -> Path:
-    """PNG (1100x450 px at 100 dpi): AP per class and size as grouped bars, and the false-positive shares."""
+    """PNG (1100x450 px at 100 dpi): AP per class and size as grouped bars ('n/a' where there is no GT), and the
+    false-positive shares."""
     fig = Figure(figsize=(11, 4.5), dpi=100, layout="constrained")
     ax_ap, ax_fp = fig.subplots(1, 2, width_ratios=(2, 1))
     rows = [("all", result["ap"])] + list(result["per_class"].items())
     x = np.arange(len(rows))
     width = 0.8 / len(SIZES)
-    values = np.nan_to_num([[aps[size] for size in SIZES] for _, aps in rows])  # [rows, sizes], NaN (no GT) -> 0
+    missing = np.array([[aps[size] is None for size in SIZES] for _, aps in rows])  # [rows, sizes]: no GT
+    values = np.array([[aps[size] or 0.0 for size in SIZES] for _, aps in rows])
     for s, size in enumerate(SIZES):
         ax_ap.bar(x + (s - 1.5) * width, values[:, s], width, label=size, color=f"C{s}")
+        for row in np.flatnonzero(missing[:, s]):
+            ax_ap.text(x[row] + (s - 1.5) * width, 0, "n/a", rotation=90, ha="center", va="bottom",
+                       fontsize="x-small", color=f"C{s}")
     ax_ap.set_xticks(x, [name for name, _ in rows], rotation=30 if len(rows) > 6 else 0, ha="right"
                      if len(rows) > 6 else "center")
     top = max(0.1, 1.25 * float(values.max()))  # zoom in on weak models; room for the legend above the bars

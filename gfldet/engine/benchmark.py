@@ -231,18 +231,26 @@ def training_stages(model: torch.nn.Module, optimizer: torch.optim.Optimizer, ba
             ("backward", lambda total: scaler.scale(total).backward()), ("optimizer", step)]
 
 
+def _row(name: str, wall_s: float, share: str, cpu_s: float, batch_size: int) -> str:
+    """One table line: seconds per batch -> ms per image."""
+    return f"{name:<16}{1000 * wall_s / batch_size:>10.1f}{share:>8}{1000 * cpu_s / batch_size:>12.1f}"
+
+
 def stage_table(times: StageTimes, *, batch_size: int) -> list[str]:
-    """Lines of a per-stage table: median wall ms per image, share of the run, median CPU ms per image; then the
-    total (median of the per-run totals, so not exactly the sum of the column) and images/s."""
-    total = times.median_total()
+    """Lines of a per-stage table: median wall ms per image of each stage, its share of the sum of the stage
+    medians (the shares add up to 100 %), median CPU ms per image; then that sum, the run total (median of the
+    per-run totals: not the sum of the medians; the images/s come from it), a line saying so, and images/s."""
+    walls = {name: times.median(name) for name in times.names}
+    cpus = {name: times.median(name, "cpu") for name in times.names}
+    stage_sum = sum(walls.values())
     lines = [f"{'stage':<16}{'ms/img':>10}{'share':>8}{'cpu ms/img':>12}"]
-    for name in times.names:
-        wall = times.median(name)
-        lines.append(f"{name:<16}{1000 * wall / batch_size:>10.1f}{100 * wall / total:>7.0f}%"
-                     f"{1000 * times.median(name, 'cpu') / batch_size:>12.1f}")
-    lines.append(f"{'total':<16}{1000 * total / batch_size:>10.1f}{'':>8}"
-                 f"{1000 * times.median_total('cpu') / batch_size:>12.1f}")
-    lines.append(f"throughput: {batch_size / total:.2f} images/s (median of {len(times.wall)} timed runs)")
+    lines += [_row(name, wall, f"{100 * wall / stage_sum:.0f}%", cpus[name], batch_size)
+              for name, wall in walls.items()]
+    lines.append(_row("sum of stages", stage_sum, "100%", sum(cpus.values()), batch_size))
+    lines.append(_row("run total", times.median_total(), "", times.median_total("cpu"), batch_size))
+    lines.append(f"(stages: median of each over {len(times.wall)} timed runs, shares of their sum; run total: "
+                 f"median of the whole-run times, which gives images/s)")
+    lines.append(f"throughput: {batch_size / times.median_total():.2f} images/s")
     return lines
 
 

@@ -3,6 +3,8 @@
 Predictions are the model's per-image dicts (``boxes`` [K,4] xyxy in original-image pixels, ``scores`` [K],
 ``labels`` [K] int64 in 0..C-1) plus the image id. They become COCO results (``bbox`` = [x, y, w, h] pixels,
 ``category_id`` = the dataset's original id ``cat_ids[label]``) and are scored with pycocotools or faster-coco-eval.
+Every AP follows COCOeval, also without any detection: -1 where the images have no ground truth of that size or
+class, 0 where nothing was found.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import torch
 
 from gfldet.errors import GfldetError
 
-__all__ = ["BACKENDS", "resolve_backend", "predictions_to_coco", "CocoEvaluator", "METRIC_KEYS",
+__all__ = ["BACKENDS", "resolve_backend", "predictions_to_coco", "load_results", "CocoEvaluator", "METRIC_KEYS",
            "format_ap_table", "check_results_format", "write_submission"]
 
 BACKENDS = ("auto", "pycocotools", "faster_coco_eval")
@@ -59,6 +61,23 @@ def predictions_to_coco(predictions: Iterable[dict], cat_ids: Sequence[int]) -> 
     return results
 
 
+def load_results(coco_gt, results: list[dict]):
+    """pycocotools' ``coco_gt.loadRes(results)`` (quiet), also for an empty list, which ``loadRes`` cannot take:
+    then a COCO with the ground truth's images and categories and no annotations, which COCOeval scores as it
+    would score any result set (-1 where there is no ground truth, 0 elsewhere). ``loadRes`` adds keys to the
+    result dicts: pass copies."""
+    from pycocotools.coco import COCO
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        if results:
+            return coco_gt.loadRes(results)
+        empty = COCO()
+        empty.dataset = {"images": list(coco_gt.dataset["images"]), "annotations": [],
+                         "categories": copy.deepcopy(coco_gt.dataset["categories"])}
+        empty.createIndex()
+    return empty
+
+
 class CocoEvaluator:
     """Scores COCO bbox results against a ground-truth COCO api object.
 
@@ -77,14 +96,11 @@ class CocoEvaluator:
         self._faster_gt = None  # faster-coco-eval's COCO of coco_gt, built on first use and reused
 
     def evaluate(self, results: list[dict], image_ids: Sequence[int]) -> tuple[dict, str]:
-        """Return (metrics, printed COCO summary). metrics holds METRIC_KEYS plus ``per_class`` {name: AP}.
+        """Return (metrics, printed COCO summary). metrics holds METRIC_KEYS plus ``per_class`` {name: AP}, in
+        [0, 1], or -1 where ``image_ids`` have no ground truth of that size or class (COCOeval's convention).
 
         ``image_ids`` restricts evaluation to the images that were inferred.
         """
-        if not results:
-            metrics = {key: 0.0 for key in METRIC_KEYS}
-            metrics["per_class"] = {name: 0.0 for name in self.class_names}
-            return metrics, "no detections: every AP is 0\n"
         coco_eval = self._make_eval(results)
         coco_eval.params.imgIds = sorted(int(i) for i in image_ids)
         coco_eval.params.catIds = sorted(self.cat_ids)
@@ -108,9 +124,7 @@ class CocoEvaluator:
             return COCOeval_faster(gt, gt.loadRes(results), "bbox", print_function=print)
         from pycocotools.cocoeval import COCOeval
 
-        with contextlib.redirect_stdout(io.StringIO()):
-            dt = self.coco_gt.loadRes(results)
-        return COCOeval(self.coco_gt, dt, "bbox")
+        return COCOeval(self.coco_gt, load_results(self.coco_gt, results), "bbox")
 
     def _faster_coco_gt(self):
         """faster-coco-eval's COCO of the ground truth, built once (evaluation only marks GTs ``ignore``, the
@@ -122,22 +136,27 @@ class CocoEvaluator:
         return self._faster_gt
 
     def _per_class_ap(self, coco_eval) -> dict[str, float]:
-        """AP@[.5:.95] of each class (area all, maxDets 100) from ``eval['precision']`` [T, R, K, A, M]."""
+        """AP@[.5:.95] of each class (area all, maxDets 100) from ``eval['precision']`` [T, R, K, A, M]; -1 for a
+        class without ground truth, as COCOeval's summary does for an area."""
         precision = np.asarray(coco_eval.eval["precision"])
         order = sorted(self.cat_ids)
         per_class = {}
         for label, cat_id in enumerate(self.cat_ids):
             values = precision[:, :, order.index(cat_id), 0, -1]
             values = values[values > -1]
-            per_class[self.class_names[label]] = float(values.mean()) if values.size else float("nan")
+            per_class[self.class_names[label]] = float(values.mean()) if values.size else -1.0
         return per_class
 
 
+def _ap_cell(ap: float) -> str:
+    return "-" if ap < 0 else f"{ap:.3f}"  # COCO's -1: no ground truth
+
+
 def format_ap_table(metrics: dict) -> str:
-    """A two-part plain-text table: the six COCO numbers, then AP per class."""
+    """A two-part plain-text table: the six COCO numbers, then AP per class ('-' where there is no ground truth)."""
     lines = ["| " + " | ".join(METRIC_KEYS) + " |", "|" + "---|" * len(METRIC_KEYS),
-             "| " + " | ".join(f"{metrics[k]:.3f}" for k in METRIC_KEYS) + " |", "", "| class | AP |", "|---|---|"]
-    lines += [f"| {name} | {ap:.3f} |" for name, ap in metrics.get("per_class", {}).items()]
+             "| " + " | ".join(_ap_cell(metrics[k]) for k in METRIC_KEYS) + " |", "", "| class | AP |", "|---|---|"]
+    lines += [f"| {name} | {_ap_cell(ap)} |" for name, ap in metrics.get("per_class", {}).items()]
     return "\n".join(lines)
 
 

@@ -5,8 +5,9 @@ list of such mappings, when one model is a row of several tables) of its ``confi
 ``gfldet train`` saves); its numbers come from ``metrics.json`` (``gfldet test``:
 ``bbox_mAP``, ``bbox_mAP_50``, ``bbox_mAP_75``, ``bbox_mAP_s``, ``bbox_mAP_m``, ``bbox_mAP_l`` in [0, 1]) and,
 optionally, FPS from ``benchmark.json["images_per_s"]`` (``gfldet benchmark CONFIG --ckpt ... --json
-WORK_DIR/benchmark.json``). APs are reported in percent. Every row
-of a reported table appears: rows without a work dir are "missing", work dirs without metrics "not evaluated".
+WORK_DIR/benchmark.json``). APs are reported in percent; COCO's -1 (no ground truth of that size, e.g. AP_l of a
+val set without large objects) is shown as '-'. Every row of a reported table appears: rows without a work dir are
+"missing", work dirs without metrics "not evaluated".
 """
 from __future__ import annotations
 
@@ -38,13 +39,13 @@ class ReportError(GfldetError):
 
 @dataclass(frozen=True)
 class Run:
-    """A work dir identified as paper row ``(table, row)``; ``ap`` maps column names (AP, AP50, ...) to percent,
-    None when the run has no metrics.json yet."""
+    """A work dir identified as paper row ``(table, row)``; ``ap`` maps column names (AP, AP50, ...) to percent
+    (None where COCO has no data), and is None when the run has no metrics.json yet."""
 
     work_dir: Path
     table: str
     row: str
-    ap: dict[str, float] | None
+    ap: dict[str, float | None] | None
     fps: float | None
 
 
@@ -65,7 +66,7 @@ class ReportRow:
     @property
     def difference(self) -> float | None:
         """Our AP minus the paper's, in AP points (None without our AP)."""
-        if self.run is None or self.run.ap is None:
+        if self.run is None or self.run.ap is None or self.run.ap["AP"] is None:
             return None
         return self.run.ap["AP"] - self.paper.ap
 
@@ -115,13 +116,15 @@ def _identity(config_path: Path) -> list[tuple[str, str]]:
     return ablation_rows(cfg["ablation"], str(config_path))
 
 
-def _metrics(metrics_path: Path) -> dict[str, float]:
+def _metrics(metrics_path: Path) -> dict[str, float | None]:
+    """Column name -> AP in percent; None for COCO's -1 ('no data': no ground truth of that size)."""
     metrics = _read_json(metrics_path)
     missing = [key for key in METRIC_COLUMNS if not isinstance(metrics.get(key), (int, float))]
     if missing:
         raise ReportError(f"{metrics_path}: missing or non-numeric key(s) {', '.join(missing)} "
                           f"(expected the COCO numbers gfldet test writes, in [0, 1])")
-    return {column: 100.0 * float(metrics[key]) for key, column in METRIC_COLUMNS.items()}
+    return {column: 100.0 * float(metrics[key]) if metrics[key] >= 0 else None
+            for key, column in METRIC_COLUMNS.items()}
 
 
 def _fps(work_dir: Path) -> float | None:
@@ -197,7 +200,8 @@ def format_markdown(report: dict[str, list[ReportRow]]) -> str:
 
 
 def write_csv(lines: Sequence[ReportRow], path: str | Path) -> None:
-    """One table's rows as CSV (same columns as the markdown; numbers in AP points, '-' when absent)."""
+    """One table's rows as CSV (same columns as the markdown; numbers in AP points, '-' when absent or COCO has no
+    data)."""
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(HEADER)

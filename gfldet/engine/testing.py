@@ -112,7 +112,8 @@ def _write_error_analysis(dataset, results: list[dict], image_ids: list[int], wo
 
     analysis = error_analysis(dataset.coco, results, image_ids=image_ids)
     print(format_error_analysis(analysis))
-    (work_dir / "error_analysis.json").write_text(json.dumps(analysis, indent=2))  # NaN where a class has no GT
+    # null where a class or size has no GT; allow_nan=False: never the NaN that JSON parsers reject
+    (work_dir / "error_analysis.json").write_text(json.dumps(analysis, indent=2, allow_nan=False))
     plot_error_analysis(analysis, work_dir / "error_analysis.png")
     print(f"[gfldet] error analysis -> {work_dir / 'error_analysis.json'}, {work_dir / 'error_analysis.png'}")
 

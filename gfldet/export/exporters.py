@@ -2,8 +2,9 @@
 
 ONNX goes through PyTorch's TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``): it needs no
 extra package (the torch.export-based exporter needs ``onnxscript``) and it maps ``torchvision.ops.nms`` to the ONNX
-``NonMaxSuppression`` operator, which onnxruntime runs with data-dependent output sizes. ``dynamic=True`` marks the
-batch (not for the ``detections`` view, which takes one image) and both spatial sizes as dynamic.
+``NonMaxSuppression`` operator, which onnxruntime runs with data-dependent output sizes. A static export accepts
+only its example input's shape: ``batch`` (default 1) x 3 x ``input_size``. ``dynamic=True`` marks the batch (not
+for the ``detections`` view, which takes one image) and both spatial sizes as dynamic.
 """
 from __future__ import annotations
 
@@ -49,13 +50,26 @@ def default_input_size(cfg: Config) -> tuple[int, int]:
     return math.ceil(short_side / divisor) * divisor, math.ceil(long_side / divisor) * divisor
 
 
-def _dummy_input(model: nn.Module, input_size: Sequence[int], view: str) -> torch.Tensor:
+def _dummy_input(model: nn.Module, input_size: Sequence[int], batch: int) -> torch.Tensor:
+    """Random example input [batch, 3, H, W] for the tracer, on the model's device."""
     height, width = (int(v) for v in input_size)
     divisor = model.head.pad_size_divisor
     if height % divisor or width % divisor:
         raise ExportError(f"input size {height}x{width} must be a multiple of the size divisor {divisor}")
     device = next(model.parameters()).device
-    return torch.randn(1 if view == "detections" else 2, 3, height, width, device=device)
+    return torch.randn(batch, 3, height, width, device=device)
+
+
+def _example_batch(view: str, batch: int, dynamic: bool) -> int:
+    """Batch of the traced example: ``batch`` for a static graph (its only accepted batch); 2 where the batch axis
+    is dynamic, so that the tracer cannot take it for a constant 1; always 1 for ``detections`` (one image)."""
+    if batch < 1:
+        raise ExportError(f"batch must be >= 1, got {batch}")
+    if view == "detections":
+        if batch != 1:
+            raise ExportError(f"the detections view (--with-postprocess) takes one image, got batch {batch}")
+        return 1
+    return 2 if dynamic else batch
 
 
 def model_metadata(model: nn.Module, *, view: str, extra: dict | None = None) -> dict[str, str]:
@@ -83,18 +97,20 @@ def _dynamic_axes(view: str, names: Sequence[str], strides: Sequence[int]) -> di
 
 
 def export_onnx(model: nn.Module, out_path: str | Path, *, view: str = "raw", input_size: Sequence[int],
-                dynamic: bool = False, opset: int = DEFAULT_OPSET, metadata: dict | None = None) -> Path:
+                batch: int = 1, dynamic: bool = False, opset: int = DEFAULT_OPSET,
+                metadata: dict | None = None) -> Path:
     """Write ``model`` (a Detector) as ONNX; returns the file path.
 
     view: ``raw`` | ``decoded`` | ``detections`` (see gfldet.export.graph); input_size: (H, W) of the example
-    input (a multiple of the head's size divisor), the only accepted size unless ``dynamic``; opset >= 11.
+    input (a multiple of the head's size divisor), the only accepted size unless ``dynamic``; batch: the only
+    accepted batch size unless ``dynamic`` (1 for ``detections``); opset >= 11.
     """
     import onnx
 
     if opset < MIN_OPSET:
         raise ExportError(f"--opset {opset} is too old: the exported graph needs opset >= {MIN_OPSET}")
     module = _view(model, view)
-    images = _dummy_input(model, input_size, view)
+    images = _dummy_input(model, input_size, _example_batch(view, batch, dynamic))
     strides = model.head.prior_generator.strides
     names = output_names(view, len(strides), strides)
     axes = _dynamic_axes(view, names, strides) if dynamic else None
@@ -121,10 +137,10 @@ def export_torchscript(model: nn.Module, out_path: str | Path, *, view: str = "r
     """Write ``model`` as a traced TorchScript module (``torch.jit.load`` it); returns the file path.
 
     The trace records the example input's size only where the code turns sizes into Python numbers; the views
-    keep sizes symbolic, so the traced module accepts other input sizes (tested at two sizes).
+    keep sizes symbolic, so the traced module accepts other input sizes and batch sizes (``detections``: one image).
     """
     module = _view(model, view)
-    images = _dummy_input(model, input_size, view)
+    images = _dummy_input(model, input_size, _example_batch(view, 1, dynamic=True))
     with torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 
 import pytest
 import torch
@@ -52,13 +51,13 @@ def test_each_false_positive_type_is_recognised(coco_gt):
     assert (result["true_positives"], result["missed"], result["num_gt"]) == (2, 1, 3)  # B missed
 
 
-def test_perfect_detections_give_ap_one_and_nan_for_absent_sizes(coco_gt, tmp_path):
+def test_perfect_detections_give_ap_one_and_none_for_absent_sizes(coco_gt, tmp_path):
     detections = [det(1, 1, [10, 10, 30, 30], 0.9), det(1, 2, [60, 60, 30, 30], 0.9), det(2, 1, [0, 0, 50, 50], 0.9)]
     result = error_analysis(coco_gt, detections)
     assert result["ap"]["all"] == pytest.approx(1.0) and result["ap50"]["all"] == pytest.approx(1.0)
     assert result["per_class"]["cell"]["small"] == pytest.approx(1.0)
     assert result["per_class"]["cell"]["medium"] == pytest.approx(1.0)
-    assert math.isnan(result["per_class"]["platelet"]["medium"]) and math.isnan(result["ap"]["large"])
+    assert result["per_class"]["platelet"]["medium"] is None and result["ap"]["large"] is None
     assert sum(result["false_positives"].values()) == 0 and result["missed"] == 0
     table = format_error_analysis(result)
     assert "| platelet | 1.000 | 1.000 | - | - |" in table
@@ -71,12 +70,14 @@ def test_restricted_to_some_images(coco_gt):
     result = error_analysis(coco_gt, [det(1, 1, [10, 10, 30, 30], 0.9), det(2, 1, [0, 0, 50, 50], 0.9)],
                             image_ids=[2])
     assert (result["true_positives"], result["missed"], result["num_gt"]) == (1, 0, 1)
-    assert result["ap"]["all"] == pytest.approx(1.0) and math.isnan(result["per_class"]["platelet"]["all"])
+    assert result["ap"]["all"] == pytest.approx(1.0) and result["per_class"]["platelet"]["all"] is None
 
 
 def test_no_detections_at_all(coco_gt):
     result = error_analysis(coco_gt, [])
     assert result["ap"]["all"] == 0.0 and result["missed"] == 3
+    assert result["ap"]["large"] is None and result["per_class"]["platelet"] == {  # as COCOeval: no GT, no AP
+        "all": 0.0, "small": 0.0, "medium": None, "large": None}
     assert result["fp_shares"] == {"localisation": 0.0, "confusion": 0.0, "duplicate": 0.0, "background": 0.0}
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from gfldet.commands import benchmark as command
-from gfldet.engine.benchmark import median_ratio, run_interleaved, stage_table, synthetic_batch
+from gfldet.engine.benchmark import StageTimes, median_ratio, run_interleaved, stage_table, synthetic_batch
 from gfldet.errors import GfldetError
 
 MODEL_CONFIG = Path(__file__).parents[2] / "configs/_base_/models/gfl_r50_fpn.yaml"
@@ -78,6 +78,16 @@ def test_run_interleaved_alternates_order_and_chains_stages():
     assert median_ratio(times["a"], times["a"]) == 1.0
     table = stage_table(times["a"], batch_size=2)
     assert table[1].startswith("double") and table[-1].startswith("throughput")
+
+
+def test_stage_table_shares_add_up_and_the_run_total_is_named():
+    # per-stage medians (3 s, 3 s) sum to 6 s; the median run takes 4 s: two different figures, both labelled
+    runs = [[3.0, 1.0], [3.0, 3.0], [1.0, 3.0]]
+    table = stage_table(StageTimes(("forward", "backward"), wall=runs, cpu=runs), batch_size=2)
+    rows = {line[:16].strip(): line[16:].split() for line in table[1:5]}
+    assert rows == {"forward": ["1500.0", "50%", "1500.0"], "backward": ["1500.0", "50%", "1500.0"],
+                    "sum of stages": ["3000.0", "100%", "3000.0"], "run total": ["2000.0", "2000.0"]}
+    assert "median of the whole-run times" in table[5] and table[6] == "throughput: 0.50 images/s"
 
 
 def test_synthetic_batch_is_padded_and_boxes_lie_inside_the_image():

@@ -51,6 +51,22 @@ def test_torchscript_defaults_to_the_checkpoint_path_and_the_config_size(trained
     assert scores.shape == (1, num_priors, 4) and boxes.shape == (1, num_priors, 4)
 
 
+def test_static_onnx_takes_one_image_by_default_and_batch_sets_another(trained, tmp_path, capsys):
+    config, ckpt, images = str(trained["config"]), str(trained["ckpt"]), to_input(trained["image"])  # [1,3,256,320]
+    for argv, batch in (([], 1), (["--batch", "2"], 2)):
+        out = tmp_path / f"b{batch}.onnx"
+        assert run_command("export", [config, ckpt, "--input-size", "256", "320", "--out", str(out), *argv]) == 0
+        assert f"input {batch}x3x256x320" in capsys.readouterr().out
+        outputs = ort.InferenceSession(str(out)).run(None, {"images": images.expand(batch, -1, -1, -1).numpy()})
+        want = trained["model"].raw_outputs(images)[0][0]
+        np.testing.assert_allclose(outputs[0], want.expand(batch, -1, -1, -1).detach().numpy(), atol=1e-4)
+
+
+def test_batch_and_dynamic_exclude_each_other(trained):
+    with pytest.raises(GfldetError, match="drop it with --dynamic"):
+        run_command("export", [str(trained["config"]), str(trained["ckpt"]), "--dynamic", "--batch", "2"])
+
+
 def test_checkpoint_of_another_model_is_a_clear_error(trained, tmp_path):
     with pytest.raises(GfldetError, match="does not fit model of the config"):
         run_command("export", [str(trained["config"]), str(trained["ckpt"]), "--out", str(tmp_path / "x.onnx"),

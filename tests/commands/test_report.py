@@ -11,14 +11,14 @@ from gfldet.commands import report as report_command
 from gfldet.engine.report import ReportError, collect_rows, read_run, write_report
 
 
-def make_run(root, name, table, row, ap=None, fps=None):
+def make_run(root, name, table, row, ap=None, fps=None, ap_l=0.52):
     work_dir = root / name
     work_dir.mkdir()
     ablation = [{"table": t, "row": r} for t, r in row] if table is None else {"table": table, "row": row}
     (work_dir / "config.yaml").write_text(yaml.safe_dump({"model": {}, "ablation": ablation}))
     if ap is not None:
         metrics = {"bbox_mAP": ap, "bbox_mAP_50": 0.58, "bbox_mAP_75": 0.43, "bbox_mAP_s": 0.23,
-                   "bbox_mAP_m": 0.44, "bbox_mAP_l": 0.52, "per_class": {}}
+                   "bbox_mAP_m": 0.44, "bbox_mAP_l": ap_l, "per_class": {}}
         (work_dir / "metrics.json").write_text(json.dumps(metrics))
     if fps is not None:  # as `gfldet benchmark --json WORK_DIR/benchmark.json` writes it
         (work_dir / "benchmark.json").write_text(json.dumps({"images_per_s": fps, "mode": "infer"}))
@@ -50,6 +50,19 @@ def test_markdown_and_csv_show_missing_and_not_evaluated(tmp_path):
     assert rows["n16"]["status"] == "not evaluated" and rows["n16"]["diff"] == "-"
     assert rows["n12"]["status"] == "missing" and rows["n12"]["AP"] == "missing"
     assert (out / "report.md").read_text() == markdown and (out / "table_2b.md").is_file()
+
+
+def test_cocos_no_data_value_is_a_dash_not_minus_100(tmp_path):
+    make_run(tmp_path, "n14", "2b", "n14", ap=0.2, ap_l=-1.0)  # a val set without large objects
+    make_run(tmp_path, "n16", "2b", "n16", ap=-1.0, ap_l=-1.0)  # no ground truth at all
+    out = tmp_path / "out"
+    markdown = write_report([tmp_path / "n14", tmp_path / "n16"], out)
+    assert "-100" not in markdown and "| n14 | n = 14 |" in markdown
+    rows = {r["row"]: r for r in csv.DictReader(open(out / "table_2b.csv"))}
+    assert rows["n14"]["APl"] == "-" and rows["n14"]["AP"] == "20.0" and rows["n14"]["diff"] == "-20.2"
+    assert rows["n16"]["AP"] == "-" and rows["n16"]["diff"] == "-" and rows["n16"]["status"] == "ok"
+    line = next(line for line in collect_rows(read_run(tmp_path / "n16"))["2b"] if line.row == "n16")
+    assert line.run.ap["APl"] is None and line.difference is None
 
 
 def test_requested_tables_are_reported_even_without_runs(tmp_path):

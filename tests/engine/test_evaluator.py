@@ -84,10 +84,20 @@ def test_backends_agree_on_imperfect_detections():
     assert stats["faster_coco_eval"]["per_class"] == pytest.approx(stats["pycocotools"]["per_class"], abs=1e-6)
 
 
-def test_no_detections_is_zero_not_a_crash():
-    evaluator = CocoEvaluator(coco_gt=_coco(_gt()), cat_ids=CAT_IDS, class_names=["cat", "dog"], backend="auto")
-    metrics, _ = evaluator.evaluate([], [11])
-    assert metrics["bbox_mAP"] == 0.0
+@pytest.mark.parametrize("backend", ["pycocotools", "faster_coco_eval"])
+def test_no_detections_score_as_cocoeval_scores_any_result_set(backend):
+    # One image with a small and a medium cat: no large object, no dog. COCOeval gives -1 where there is no ground
+    # truth and 0 elsewhere; a lone dog far from everything scores the same, through the ordinary path.
+    data = {**_gt(), "annotations": [
+        {"id": 1, "image_id": 11, "category_id": 3, "bbox": [10.0, 10.0, 20.0, 20.0], "area": 400.0, "iscrowd": 0},
+        {"id": 2, "image_id": 11, "category_id": 3, "bbox": [50.0, 50.0, 60.0, 60.0], "area": 3600.0, "iscrowd": 0}]}
+    evaluator = CocoEvaluator(coco_gt=_coco(data), cat_ids=CAT_IDS, class_names=["cat", "dog"], backend=backend)
+    metrics, summary = evaluator.evaluate([], [11])
+    assert [metrics[key] for key in METRIC_KEYS] == [0.0, 0.0, 0.0, 0.0, 0.0, -1.0]
+    assert metrics["per_class"] == {"cat": 0.0, "dog": -1.0} and "Average Precision" in summary
+    stray_dog = [{"image_id": 11, "category_id": 7, "bbox": [200.0, 150.0, 30.0, 30.0], "score": 0.5}]
+    assert evaluator.evaluate(stray_dog, [11])[0] == metrics
+    assert "| dog | - |" in format_ap_table(metrics) and "| 0.000 | - |" in format_ap_table(metrics)
 
 
 def test_unknown_backend_is_rejected():

@@ -1,7 +1,14 @@
+import contextlib
+import io
+import json
+from types import SimpleNamespace
+
+import pytest
 import torch
+from pycocotools.coco import COCO
 
 from gfldet.config import load_config
-from gfldet.engine.testing import load_detector
+from gfldet.engine.testing import _write_error_analysis, load_detector
 from gfldet.models import build_detector
 from tests.models.conftest import BASE_CONFIG, SMALL
 
@@ -19,3 +26,23 @@ def test_load_detector_never_loads_imagenet_weights(tmp_path):
     with torch.no_grad():
         expected = trained.eval().raw_outputs(images)[0][0]
         torch.testing.assert_close(model.raw_outputs(images)[0][0], expected, rtol=1e-4, atol=1e-4)
+
+
+def _reject(constant: str):
+    raise ValueError(f"{constant} is not JSON")
+
+
+def test_error_analysis_json_has_null_where_there_is_no_gt(tmp_path, capsys):
+    coco = COCO()
+    coco.dataset = {"images": [{"id": 1, "width": 100, "height": 100}], "categories": [{"id": 1, "name": "cell"}],
+                    "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 30, 30], "area": 900,
+                                     "iscrowd": 0}]}  # one small cell: no medium or large GT
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    detections = [{"image_id": 1, "category_id": 1, "bbox": [10, 10, 30, 30], "score": 0.9}]
+    _write_error_analysis(SimpleNamespace(coco=coco), detections, [1], tmp_path)
+    analysis = json.loads((tmp_path / "error_analysis.json").read_text(), parse_constant=_reject)  # strict JSON
+    assert analysis["ap"]["large"] is None and analysis["per_class"]["cell"]["medium"] is None
+    assert analysis["ap"]["small"] == pytest.approx(1.0)
+    assert "| cell | 1.000 | 1.000 | - | - |" in capsys.readouterr().out
+    assert (tmp_path / "error_analysis.png").read_bytes()[:4] == b"\x89PNG"

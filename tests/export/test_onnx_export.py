@@ -13,7 +13,7 @@ import torch
 
 from gfldet.data.coco import read_rgb
 from gfldet.config import Config
-from gfldet.export import DecodedOutputs, ExportError, default_input_size, export_onnx
+from gfldet.export import VIEWS, DecodedOutputs, ExportError, default_input_size, export_onnx
 from tests.export.tiny_models import bccd_image, detector, synthetic_images, to_input  # noqa: F401 (fixtures)
 
 LOGIT_ATOL, SCORE_ATOL, BOX_ATOL, BOX_RTOL = 1e-4, 1e-5, 1e-2, 1e-5
@@ -111,12 +111,27 @@ def test_static_export_holds_metadata_and_fixed_shape(detector, tmp_path):
     assert meta["class_names"] == '["a", "b", "c", "d"]'
     assert proto.opset_import[0].version == 13
     dims = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
-    assert dims == [2, 3, 128, 160]
+    assert dims == [1, 3, 128, 160]
+
+
+@pytest.mark.parametrize("view", ["raw", "decoded"])
+def test_static_export_takes_one_image_unless_batch_is_given(detector, tmp_path, view):
+    images = torch.randn(3, 3, 128, 160)
+    want = VIEWS[view](detector)(images)
+    one = run(session(export_onnx(detector, tmp_path / "one.onnx", view=view, input_size=(128, 160))), images[:1])
+    three = run(session(export_onnx(detector, tmp_path / "three.onnx", view=view, input_size=(128, 160), batch=3)),
+                images)
+    tolerance = {"rtol": BOX_RTOL, "atol": LOGIT_ATOL if view == "raw" else BOX_ATOL}
+    for got_one, got_three, expected in zip(one, three, want):
+        np.testing.assert_allclose(got_one, expected[:1].detach().numpy(), **tolerance)
+        np.testing.assert_allclose(got_three, expected.detach().numpy(), **tolerance)
 
 
 @pytest.mark.parametrize("kwargs, message", [({"opset": 9}, "opset >= 11"),
                                              ({"input_size": (100, 160)}, "multiple of the size divisor 32"),
-                                             ({"view": "boxes"}, "unknown export view")])
+                                             ({"view": "boxes"}, "unknown export view"),
+                                             ({"batch": 0}, "batch must be >= 1"),
+                                             ({"view": "detections", "batch": 2}, "takes one image")])
 def test_bad_settings_are_clear_errors(detector, tmp_path, kwargs, message):
     settings = {"view": "raw", "input_size": (128, 160), **kwargs}
     with pytest.raises(ExportError, match=message):

@@ -20,3 +20,13 @@ def test_traced_detections_match_predict_at_another_size(detector, tmp_path, syn
         torch.testing.assert_close(labels, want["labels"])
         torch.testing.assert_close(scores, want["scores"], rtol=0, atol=1e-6)
         torch.testing.assert_close(boxes, want["boxes"], rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
+def test_traced_raw_outputs_accept_any_batch(detector, tmp_path):
+    traced = torch.jit.load(str(export_torchscript(detector, tmp_path / "raw.pt", view="raw", input_size=(128, 160))))
+    for batch in (1, 3):
+        images = torch.randn(batch, 3, 128, 160)
+        cls_scores, bbox_preds = detector.raw_outputs(images)
+        for got, want in zip(traced(images), [*cls_scores, *bbox_preds]):
+            torch.testing.assert_close(got, want, rtol=0, atol=1e-4)
