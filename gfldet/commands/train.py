@@ -25,6 +25,20 @@ def default_work_dir(config: str) -> Path:
     return Path("work_dirs") / Path(config).stem
 
 
+def refuse_used_work_dir(work_dir: Path) -> None:
+    """A new run must not write into the work dir of another one (even one interrupted before its first
+    checkpoint): its checkpoints would be overwritten and its logs mixed."""
+    from gfldet.engine.launch import run_traces
+
+    traces = run_traces(work_dir)
+    if not traces:
+        return
+    options = ("continue it with --resume, choose another --work-dir, or delete it" if "latest.pth" in traces
+               else "it has no checkpoint to resume: choose another --work-dir, or delete it")
+    raise GfldetError(f"{work_dir} already holds a run ({', '.join(traces)}): {options} (a new run there would "
+                      f"overwrite its checkpoints and mix its logs)")
+
+
 def run(args: argparse.Namespace) -> int:
     from gfldet.config import load_config
     from gfldet.engine.launch import train
@@ -41,8 +55,7 @@ def run(args: argparse.Namespace) -> int:
     if resume is not None and args.load_from:
         raise GfldetError("--resume and --load-from exclude each other: --resume restores the whole training state, "
                           "--load-from only initialises weights")
-    if resume is None and (work_dir / "latest.pth").is_file():
-        raise GfldetError(f"{work_dir} already holds a run (latest.pth): continue it with --resume, or choose "
-                          f"another --work-dir (a new run there would overwrite its checkpoints and mix its logs)")
+    if resume is None:
+        refuse_used_work_dir(work_dir)
     train(cfg, work_dir=work_dir, resume=resume, load_from=args.load_from)
     return 0

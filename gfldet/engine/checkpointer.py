@@ -1,8 +1,9 @@
 """Checkpoints: atomic writes, ``latest.pth`` / ``epoch_N.pth`` / ``iter_N.pth`` / ``best.pth``, keep the last K.
 
 A checkpoint is a dict: ``model`` (state dict, DDP prefix stripped), ``optimizer``, ``lr_scheduler``, ``scaler``,
-``ema``, ``meta`` (epoch, iteration, iter_in_epoch, best metric, config) and ``rng`` (python/numpy/torch/cuda states).
-Only rank 0 writes.
+``ema``, ``meta`` (epoch, iteration, iter_in_epoch, best metric, config, and the batch layout: world_size,
+batch_size per process, iters_per_epoch), ``rng`` (python/numpy/torch/cuda states) and ``logger`` (the partial
+logging window). Only rank 0 writes.
 """
 from __future__ import annotations
 
@@ -121,7 +122,8 @@ def load_model_weights(model: torch.nn.Module, path: str | Path, *, strict: bool
         result = model.load_state_dict({k: v for k, v in state.items() if k not in mismatched}, strict=strict)
     except RuntimeError as err:
         raise GfldetError(f"{path} does not fit the model: {err}") from None
-    skipped = [f"missing {result.missing_keys[:5]}" if result.missing_keys else "",
+    missing = [k for k in result.missing_keys if k not in mismatched]  # those of another shape are listed apart
+    skipped = [f"missing {missing[:5]}" if missing else "",
                f"unexpected {result.unexpected_keys[:5]}" if result.unexpected_keys else "",
                f"other shape {_shape_changes(mismatched, state, own)}" if mismatched else ""]
     if any(skipped):

@@ -26,7 +26,7 @@ from gfldet.engine.distributed import (convert_sync_batchnorm, distributed_scope
 from gfldet.engine.evaluator import CocoEvaluator, format_ap_table, predictions_to_coco
 from gfldet.engine.host_allocator import CPU_ALLOCATOR_MODES, configure_cpu_allocator
 from gfldet.engine.inference import evaluated_image_ids, run_inference
-from gfldet.engine.logging import TrainLogger
+from gfldet.engine.logging import LOG_FILE, TENSORBOARD_DIR, TrainLogger
 from gfldet.engine.optim import build_optimizer
 from gfldet.engine.reproducibility import seed_everything, set_deterministic
 from gfldet.engine.schedules import build_lr_scheduler
@@ -34,7 +34,7 @@ from gfldet.engine.trainer import Trainer
 
 __all__ = ["check_sections", "check_train_section", "CONFIG_SECTIONS", "TRAIN_KEYS", "EVALUATION_KEYS",
            "COMPILE_MODES", "compile_mode",
-           "resolve_device", "setup_device", "schedule_length", "build_evaluate_fn", "train"]
+           "resolve_device", "setup_device", "schedule_length", "run_traces", "build_evaluate_fn", "train"]
 
 TRAIN_KEYS = ("max_epochs", "max_iters", "eval_interval", "checkpoint_interval", "seed", "deterministic", "amp",
               "channels_last", "grad_clip", "ema", "keep_last", "log_interval", "max_nan_steps", "lr_schedule",
@@ -87,11 +87,30 @@ def schedule_length(train_cfg: Config, iters_per_epoch: int) -> tuple[int, bool]
     """(max_iters, by_epoch) from exactly one of ``train.max_epochs`` / ``train.max_iters``."""
     epochs, iters = train_cfg.get("max_epochs"), train_cfg.get("max_iters")
     if (epochs is None) == (iters is None):
-        raise ConfigError(f"{train_cfg.where()}: set exactly one of train.max_epochs and train.max_iters "
-                          f"(got max_epochs={epochs}, max_iters={iters}); set the other to null")
+        fix = "set one of them" if epochs is None else "set the other to null"
+        raise ConfigError(f"set exactly one of train.max_epochs and train.max_iters, got "
+                          f"{_setting(train_cfg, 'max_epochs')} and {_setting(train_cfg, 'max_iters')}: {fix}")
     if iters_per_epoch <= 0:
         raise ConfigError("the training loader is empty: check data.train (annotation file, batch size)")
     return (int(epochs) * iters_per_epoch, True) if epochs is not None else (int(iters), False)
+
+
+def _setting(section: Config, key: str) -> str:
+    """``file:line (dotted.key) = value``: a value and where it was set, for errors about several keys."""
+    if key not in section:
+        return f"{section.dotted(key)} unset"
+    return f"{section.where(key)} = {'null' if section[key] is None else section[key]}"
+
+
+def run_traces(work_dir: str | Path) -> list[str]:
+    """What a training run leaves in ``work_dir``: checkpoints (``*.pth``), ``log.jsonl``, TensorBoard events."""
+    work_dir = Path(work_dir)
+    traces = sorted(path.name for path in work_dir.glob("*.pth"))
+    if (work_dir / LOG_FILE).is_file():
+        traces.append(LOG_FILE)
+    if any((work_dir / TENSORBOARD_DIR).glob("events.out.tfevents.*")):
+        traces.append(f"{TENSORBOARD_DIR}/ events")
+    return traces
 
 
 def build_evaluate_fn(cfg: Config, *, device: torch.device, amp: str, split: str = "val",
@@ -167,7 +186,10 @@ def _build_model(cfg: Config, *, device: torch.device, load_from: str | Path | N
 @distributed_scope()
 def train(cfg: Config, *, work_dir: str | Path, resume: str | Path | None = None,
           load_from: str | Path | None = None) -> Trainer:
-    """Train the detector of ``cfg``; ``resume`` restores the full state, ``load_from`` only model weights."""
+    """Train the detector of ``cfg``; ``resume`` restores the full state, ``load_from`` only model weights.
+
+    Nothing is written to ``work_dir`` before the configuration and the resumed checkpoint have been checked.
+    """
     from gfldet.data import build_dataloader, fill_num_classes
 
     check_sections(cfg)
@@ -187,11 +209,8 @@ def train(cfg: Config, *, work_dir: str | Path, resume: str | Path | None = None
                                         find_unused_parameters=bool(tcfg.find_unused_parameters))
     iters_per_epoch = len(train_loader)
     max_iters, by_epoch = schedule_length(tcfg, iters_per_epoch)
-    checkpoint = load_checkpoint(resume) if resume is not None else None
-    start_iter = checkpoint["meta"]["iteration"] if checkpoint else 0
-    logger = TrainLogger(work_dir=work_dir, enabled=is_main_process(), max_iters=max_iters, start_iter=start_iter,
+    logger = TrainLogger(work_dir=work_dir, enabled=is_main_process(), max_iters=max_iters,
                          log_interval=int(tcfg.log_interval), tensorboard=bool(tcfg.tensorboard))
-    logger.event(describe_conv_kernels(tcfg, device), iteration=start_iter)
     evaluate = (build_evaluate_fn(cfg, device=device, amp=tcfg.amp, show_images=logger.log_images)
                 if tcfg.eval_interval else None)
     trainer = Trainer(
@@ -205,11 +224,11 @@ def train(cfg: Config, *, work_dir: str | Path, resume: str | Path | None = None
         compile_mode=compile_mode(tcfg),
         checkpointer=Checkpointer(work_dir=work_dir, keep_last=int(tcfg.keep_last)),
         logger=logger,
-        meta={"config": cfg.to_dict(), "world_size": world_size, "class_names": list(dataset.class_names),
-              "cat_ids": list(dataset.cat_ids)},
+        meta={"config": cfg.to_dict(), "class_names": list(dataset.class_names), "cat_ids": list(dataset.cat_ids)},
     )
-    if checkpoint is not None:
-        trainer.load_state_dict(checkpoint)
+    if resume is not None:  # checked before anything is written: a refused resume leaves the work dir as it was
+        trainer.load_state_dict(load_checkpoint(resume))
+    logger.event(describe_conv_kernels(tcfg, device), iteration=trainer.iteration)
     if is_main_process():
         work_dir.mkdir(parents=True, exist_ok=True)
         dump_config(cfg, work_dir / "config.yaml")

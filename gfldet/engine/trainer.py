@@ -15,7 +15,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from gfldet.engine.amp import autocast, check_amp_mode, make_grad_scaler
 from gfldet.engine.checkpointer import Checkpointer, capture_rng_state, restore_rng_state
-from gfldet.engine.distributed import all_gather_objects, broadcast_object, get_rank, is_main_process
+from gfldet.engine.distributed import (all_gather_objects, broadcast_object, get_rank, get_world_size,
+                                       is_main_process)
 from gfldet.engine.logging import TrainLogger
 from gfldet.errors import GfldetError
 
@@ -32,7 +33,8 @@ class Trainer:
     Args:
         model: detector (optionally DDP-wrapped); ``model(images, image_sizes, gt_boxes, gt_labels)`` -> losses dict.
         optimizer, lr_scheduler: the scheduler is stepped once per iteration.
-        train_loader: yields Batch; its ``batch_sampler`` has ``set_epoch(epoch)`` and ``skip_batches(n)``.
+        train_loader: yields Batch; its ``batch_sampler`` has ``batch_size`` (images per process),
+            ``set_epoch(epoch)`` and ``skip_batches(n)``.
         device: where batches go.
         max_iters: total iterations; iters_per_epoch: ``len(train_loader)``.
         by_epoch: whether ``eval_interval`` / ``checkpoint_interval`` count epochs (else iterations); also names
@@ -211,31 +213,52 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "lr_scheduler": self.lr_scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "meta": {**self.meta, "iteration": self.iteration, "epoch": self.epoch,
-                     "iters_per_epoch": self.iters_per_epoch,
+            "meta": {**self.meta, "iteration": self.iteration, "epoch": self.epoch, **self._layout(),
                      "iter_in_epoch": self.iter_in_epoch, "best_score": self.best_score,
                      "best_metric": self.best_metric},
             "rng": rng_states if rng_states is not None else [capture_rng_state()],
+            "logger": self.logger.state_dict(),
         }
+
+    def _layout(self) -> dict:
+        """What the epoch position and the scaled LR depend on: processes, images per process, iterations per
+        epoch."""
+        return {"world_size": get_world_size(), "batch_size": self.train_loader.batch_sampler.batch_size,
+                "iters_per_epoch": self.iters_per_epoch}
 
     def _check_same_layout(self, meta: dict) -> None:
         """The epoch position, the sampler's skip and the scaled LR only line up with the same processes and
-        batch layout: refuse to resume otherwise."""
-        saved = (meta.get("world_size"), meta.get("iters_per_epoch"))
-        current = (self.meta.get("world_size"), self.iters_per_epoch)
-        if saved[1] is not None and saved != current:
-            raise GfldetError(f"the checkpoint was trained with {saved[0]} process(es) and {saved[1]} iterations per "
-                              f"epoch, this run has {current[0]} and {current[1]}: resume with the same number of "
-                              f"processes and data batch size, or start a new run from it with --load-from")
+        batch layout: refuse to resume otherwise (a checkpoint without some of the numbers is checked on the
+        others)."""
+        current = self._layout()
+        saved = {key: meta.get(key, value) for key, value in current.items()}
+        if saved != current:
+            raise GfldetError(f"the checkpoint was trained with {_describe_layout(saved)}, this run has "
+                              f"{_describe_layout(current)}: resume with the same number of processes and "
+                              f"data.batch_size, or start a new run from it with --load-from")
+
+    def _check_schedule_reaches(self, meta: dict) -> None:
+        """Refuse a schedule that ends before the checkpoint (it would train nothing and end a shorter run)."""
+        if meta["iteration"] <= self.max_iters:
+            return
+        if self.by_epoch:
+            setting = f"train.max_epochs={self.max_iters // self.iters_per_epoch}"
+            needed = f"train.max_epochs >= {math.ceil(meta['iteration'] / self.iters_per_epoch)}"
+        else:
+            setting, needed = f"train.max_iters={self.max_iters}", f"train.max_iters >= {meta['iteration']}"
+        raise GfldetError(f"{setting} ends before the checkpoint (epoch {meta['epoch']}, iteration "
+                          f"{meta['iteration']}): resume with {needed}, or start a new run from it with --load-from")
 
     def load_state_dict(self, state: dict) -> None:
-        """Resume: weights, optimiser, scheduler, scaler, EMA, counters, sampler position and RNG states."""
+        """Resume: weights, optimiser, scheduler, scaler, EMA, counters, sampler position, RNG states and the
+        logger's partial window. Checks come first: a refused checkpoint changes nothing."""
         self._check_same_layout(state["meta"])
+        self._check_schedule_reaches(state["meta"])
+        if self.ema is not None and state.get("ema") is None:
+            raise GfldetError("train.ema is set but the checkpoint has no EMA weights; resume without EMA or "
+                              "start from --load-from")
         self.bare_model.load_state_dict(state["model"])
         if self.ema is not None:
-            if state.get("ema") is None:
-                raise GfldetError("train.ema is set but the checkpoint has no EMA weights; resume without EMA or "
-                                  "start from --load-from")
             self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         # Keep the schedule of the current config (e.g. a longer max_epochs); restore only the position in it.
@@ -247,4 +270,11 @@ class Trainer:
         self.iteration, self.epoch, self.iter_in_epoch = meta["iteration"], meta["epoch"], meta["iter_in_epoch"]
         self.best_score = meta["best_score"]
         restore_rng_state(state["rng"][get_rank()])
+        self.logger.resume(self.iteration, state.get("logger"))
         self.logger.event(f"resumed at epoch {self.epoch}, iteration {self.iteration}", iteration=self.iteration)
+
+
+def _describe_layout(layout: dict) -> str:
+    """e.g. ``2 process(es) x 4 images (8 iterations per epoch)``."""
+    return (f"{layout['world_size']} process(es) x {layout['batch_size']} images ({layout['iters_per_epoch']} "
+            f"iterations per epoch)")

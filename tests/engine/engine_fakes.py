@@ -114,8 +114,9 @@ def make_loader(dataset: FakeDataset, batch_size: int, **sampler_kwargs) -> torc
 def make_trainer(work_dir, *, max_iters: int = 8, batch_size: int = 4, checkpoint_interval: int = 2,
                  amp: str = "off", ema_decay=None, grad_clip=None, max_nan_steps: int = 3, evaluate=None,
                  eval_interval: int = 1000, model=None, by_epoch: bool = False, lr: float = 0.1, rank: int = 0,
-                 world_size: int = 1, seed: int = 0, compile_mode=None):
-    """A Trainer over TinyDetector + FakeDataset with SGD and a warmup + step schedule."""
+                 world_size: int = 1, seed: int = 0, compile_mode=None, log_interval: int = 1, milestone=None):
+    """A Trainer over TinyDetector + FakeDataset with SGD and a warmup + step schedule (x0.1 after ``milestone``
+    iterations, default ``max_iters // 2``)."""
     from gfldet.config import Config
     from gfldet.engine.checkpointer import Checkpointer
     from gfldet.engine.logging import TrainLogger
@@ -129,8 +130,8 @@ def make_trainer(work_dir, *, max_iters: int = 8, batch_size: int = 4, checkpoin
     optimizer = build_optimizer(model, Config(dict(type="SGD", lr=lr, momentum=0.9, weight_decay=1e-4, bias_lr_mult=2.0,
                                               bias_decay_mult=0.0, norm_decay_mult=0.0, base_batch_size=4,
                                               auto_scale_lr=False)), total_batch_size=batch_size * world_size)
-    schedule = Config(dict(type="step", by_epoch=False, milestones=[max_iters // 2], gamma=0.1, warmup_iters=2,
-                           warmup_ratio=0.1))
+    schedule = Config(dict(type="step", by_epoch=False, milestones=[milestone or max_iters // 2], gamma=0.1,
+                           warmup_iters=2, warmup_ratio=0.1))
     scheduler = build_lr_scheduler(optimizer, schedule, iters_per_epoch=len(loader), max_iters=max_iters)
     if world_size > 1:
         model_for_trainer = torch.nn.parallel.DistributedDataParallel(model)
@@ -141,5 +142,5 @@ def make_trainer(work_dir, *, max_iters: int = 8, batch_size: int = 4, checkpoin
                    eval_interval=eval_interval, checkpoint_interval=checkpoint_interval, evaluate=evaluate,
                    amp=amp, grad_clip=grad_clip, ema_decay=ema_decay, max_nan_steps=max_nan_steps,
                    compile_mode=compile_mode, checkpointer=Checkpointer(work_dir=work_dir, keep_last=2),
-                   logger=TrainLogger(work_dir=work_dir, enabled=rank == 0, max_iters=max_iters, start_iter=0,
-                                      log_interval=1, tensorboard=False))
+                   logger=TrainLogger(work_dir=work_dir, enabled=rank == 0, max_iters=max_iters,
+                                      log_interval=log_interval, tensorboard=False))

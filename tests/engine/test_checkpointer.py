@@ -92,7 +92,9 @@ def test_fine_tuning_load_skips_tensors_of_another_shape(tmp_path, capsys):
     fresh_head = model[1].weight.clone()
     load_model_weights(model, tmp_path / "coco.pth", strict=False)
     assert torch.equal(model[0].weight, trained[0].weight) and torch.equal(model[1].weight, fresh_head)
-    assert "1.weight [80, 8] -> [3, 8]" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "1.weight [80, 8] -> [3, 8]" in out and "1.bias [80] -> [3]" in out
+    assert out.count("1.weight") == out.count("1.bias") == 1 and "missing" not in out  # each skipped tensor once
     with pytest.raises(GfldetError, match=r"does not fit the model: 1\.weight"):
         load_model_weights(model, tmp_path / "coco.pth")
 

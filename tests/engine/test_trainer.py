@@ -23,6 +23,12 @@ def _train_losses(work_dir) -> dict[int, float]:
     return {r["iter"]: r["loss"] for r in records if r["mode"] == "train"}
 
 
+def _train_records(work_dir) -> list[dict]:
+    """The train records of the work dir's log, without their (wall-clock) ``time``."""
+    records = [json.loads(line) for line in (work_dir / "log.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "time"} for r in records if r["mode"] == "train"]
+
+
 class Crash(Exception):
     pass
 
@@ -145,6 +151,59 @@ def test_resume_refuses_another_batch_layout(tmp_path):
     other = make_trainer(tmp_path / "b", max_iters=4, batch_size=2)
     with pytest.raises(GfldetError, match="iterations per epoch.*--load-from"):
         other.load_state_dict(state)
+
+
+def test_resume_refuses_another_batch_size_with_as_many_iterations_per_epoch(tmp_path):
+    make_trainer(tmp_path / "a", max_iters=2, batch_size=8).train()  # 16 images: 2 iterations per epoch
+    state = load_checkpoint(tmp_path / "a" / "latest.pth")
+    other = make_trainer(tmp_path / "b", max_iters=4, batch_size=6)  # 2 iterations per epoch too
+    with pytest.raises(GfldetError, match=r"1 process\(es\) x 8 images .*this run has 1 process\(es\) x 6 images"):
+        other.load_state_dict(state)
+    assert not (tmp_path / "b").exists()  # refused before anything was written
+    del state["meta"]["batch_size"], state["meta"]["world_size"], state["logger"]  # a checkpoint of an older gfldet
+    make_trainer(tmp_path / "c", max_iters=4, batch_size=6).load_state_dict(state)  # checked on what it has
+
+
+@pytest.mark.parametrize("by_epoch", [False, True])
+def test_resume_refuses_a_schedule_ending_before_the_checkpoint(tmp_path, by_epoch):
+    make_trainer(tmp_path / "a", max_iters=8, by_epoch=by_epoch).train()  # 4 iterations per epoch
+    state = load_checkpoint(tmp_path / "a" / "latest.pth")
+    expected = (r"train.max_epochs=1 ends before the checkpoint \(epoch 2, iteration 8\): resume with "
+                r"train.max_epochs >= 2" if by_epoch else r"train.max_iters=4 ends .* train.max_iters >= 8")
+    with pytest.raises(GfldetError, match=expected):
+        make_trainer(tmp_path / "b", max_iters=4, by_epoch=by_epoch).load_state_dict(state)
+    assert not (tmp_path / "b").exists()
+
+
+def test_last_partial_logging_window_is_written(tmp_path):
+    make_trainer(tmp_path / "every", max_iters=8).train()
+    make_trainer(tmp_path / "windows", max_iters=8, log_interval=3).train()
+    losses = _train_losses(tmp_path / "every")
+    assert _train_losses(tmp_path / "windows") == pytest.approx({3: sum(losses[i] for i in (1, 2, 3)) / 3,
+                                                                 6: sum(losses[i] for i in (4, 5, 6)) / 3,
+                                                                 8: (losses[7] + losses[8]) / 2})
+
+
+def test_resumed_log_equals_the_uninterrupted_one_with_log_windows(tmp_path):
+    make_trainer(tmp_path / "full", max_iters=10, log_interval=4).train()
+    assert [r["iter"] for r in _train_records(tmp_path / "full")] == [4, 8, 10]
+    # Dies during iteration 8: last checkpoint at 6, two iterations into the window of 8; on the way out the
+    # logger wrote the partial window 5-7, which the resumed run replaces.
+    torch.manual_seed(0)
+    with pytest.raises(Crash):
+        make_trainer(tmp_path / "crashed", max_iters=10, log_interval=4, model=CrashingDetector(crash_at=8)).train()
+    assert [r["iter"] for r in _train_records(tmp_path / "crashed")] == [4, 7]
+    resumed = make_trainer(tmp_path / "crashed", max_iters=10, log_interval=4, model=TinyDetector())
+    resumed.load_state_dict(load_checkpoint(tmp_path / "crashed" / "latest.pth"))
+    resumed.train()
+    assert _train_records(tmp_path / "crashed") == _train_records(tmp_path / "full")
+    # A finished run extended by a resume with a longer schedule: its final partial window (5) is taken up too.
+    torch.manual_seed(0)
+    make_trainer(tmp_path / "extended", max_iters=5, log_interval=4, milestone=5).train()
+    extended = make_trainer(tmp_path / "extended", max_iters=10, log_interval=4)
+    extended.load_state_dict(load_checkpoint(tmp_path / "extended" / "latest.pth"))
+    extended.train()
+    assert _train_records(tmp_path / "extended") == _train_records(tmp_path / "full")
 
 
 def test_resume_with_fp16_from_a_checkpoint_trained_without_it(tmp_path):
