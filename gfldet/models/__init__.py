@@ -4,7 +4,7 @@ The ``model`` config section::
 
     num_classes: 80
     backbone: {type: resnet | timm, ...}      # see gfldet.models.backbones
-    neck: {type: fpn, out_channels, num_outs}
+    neck: {type: fpn, out_channels, num_outs, extra_convs_on}
     head: {type: gfl, ..., assigner: {type: atss, ...}, loss_cls: {type: qfl, ...}, loss_bbox: ..., loss_dfl: ...}
     test_cfg: {score_thr, nms_pre, nms_iou, max_per_img, min_bbox_size}
 

@@ -57,3 +57,32 @@ def test_xavier_uniform_init_with_zero_bias():
 def test_num_outs_smaller_than_inputs_is_an_error():
     with pytest.raises(ValueError, match="num_outs"):
         FPN(in_channels=[8, 16, 32], in_strides=[8, 16, 32], out_channels=16, num_outs=2)
+
+
+def test_extra_levels_on_the_input_start_from_c5():
+    torch.manual_seed(0)
+    fpn = FPN(in_channels=[8, 16, 32], in_strides=[8, 16, 32], out_channels=16, num_outs=5, extra_convs_on="input")
+    feats = _feats()
+    outs = fpn(feats)
+    assert fpn.fpn_convs[3].in_channels == 32 and fpn.fpn_convs[4].in_channels == 16
+    torch.testing.assert_close(outs[3], fpn.fpn_convs[3](feats[2]))  # P6 from C5 (mmdetection's 'on_input')
+    torch.testing.assert_close(outs[4], fpn.fpn_convs[4](outs[3]))
+    with pytest.raises(ValueError, match="extra_convs_on"):
+        FPN(in_channels=[8, 16, 32], in_strides=[8, 16, 32], num_outs=5, extra_convs_on="c5")
+
+
+@pytest.mark.parametrize("extra_convs_on", ["output", "input"])
+def test_matches_mmdetection_fpn(extra_convs_on):
+    from tests.mmdet_compat import import_mmdet
+
+    import_mmdet()
+    from mmdet.models.necks import FPN as MMDetFPN
+
+    ours = FPN(in_channels=[8, 16, 32], in_strides=[8, 16, 32], out_channels=16, num_outs=5,
+               extra_convs_on=extra_convs_on)
+    theirs = MMDetFPN(in_channels=[8, 16, 32], out_channels=16, num_outs=5, add_extra_convs=f"on_{extra_convs_on}")
+    theirs.load_state_dict({k.replace(".weight", ".conv.weight").replace(".bias", ".conv.bias"): v
+                            for k, v in ours.state_dict().items()})
+    feats = _feats()
+    for a, b in zip(ours(feats), theirs(feats)):
+        torch.testing.assert_close(a, b)
