@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("check", help="validate every annotation and image of a config's splits")
     p.add_argument("config")
     p.add_argument("--split", action="append", choices=("train", "val", "test"),
-                   help="split(s) to check (default: every split whose annotation file exists)")
+                   help="split(s) to check (default: every split of the config; a missing annotation file is a "
+                        "problem)")
     p.add_argument("--strict", action="store_true", help="exit with status 1 when any problem is found")
     p.add_argument("--opts", nargs="*", default=[], help="config overrides key.sub=value")
 
@@ -44,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("config")
     p.add_argument("--split", default="train", choices=("train", "val", "test"))
     p.add_argument("--out", required=True)
-    p.add_argument("--num", type=int, default=16)
+    p.add_argument("--num", type=_positive_int, default=16)
     p.add_argument("--format", default="jpg", choices=("jpg", "png"))
     p.add_argument("--opts", nargs="*", default=[], help="config overrides key.sub=value")
 
@@ -52,10 +53,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("config")
     p.add_argument("--split", default="train", choices=("train", "val", "test"))
     p.add_argument("--png", help="also save the histograms as a PNG here")
-    p.add_argument("--max-images", type=int, help="only the first N images (faster on COCO)")
-    p.add_argument("--strides", help="comma-separated prior strides (default: from the model config)")
+    p.add_argument("--max-images", type=_positive_int, help="only the first N images (faster on COCO)")
+    p.add_argument("--strides", type=_strides, help="comma-separated prior strides in px, e.g. 8,16,32 "
+                                                   "(default: from the model config)")
     p.add_argument("--reg-max", type=int, help="default: model.head.reg_max")
     p.add_argument("--opts", nargs="*", default=[], help="config overrides key.sub=value")
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return int(text)
+
+
+def _strides(text: str) -> list[int]:
+    """argparse type of --strides: comma-separated integers >= 1."""
+    try:
+        return [_positive_int(part) for part in text.split(",")]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 1 (e.g. 8,16,32), got {text!r}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -101,18 +118,28 @@ def _synth(args) -> int:
 
 
 def _check(args) -> int:
+    from gfldet.data.builder import check_data_section
     from gfldet.data.check import check_split
+    from gfldet.data.problems import DataError
+    from gfldet.engine.launch import check_sections
 
     cfg = load_config(args.config, args.opts)
-    splits = args.split or [s for s in ("train", "val", "test") if s in cfg.data
-                            and Path(cfg.data[s].get("ann_file", "")).is_file()]
-    if not splits:
-        print(f"no split of {args.config} has an existing annotation file (data.<split>.ann_file)")
-        return 1
+    check_sections(cfg)
+    known = check_data_section(cfg.data)
+    unknown = [split for split in args.split or () if split not in known]
+    if unknown:
+        raise ConfigError(f"{args.config}: has no data.{unknown[0]} section to check (it has: {', '.join(known)})")
+    splits = args.split or known
     problems = 0
     for split in splits:
         section = cfg.data[split]
-        report = check_split(split, section.ann_file, section.img_dir, num_threads=int(cfg.data.num_workers))
+        try:
+            report = check_split(split, section.get("ann_file", ""), section.get("img_dir", ""),
+                                 num_threads=int(cfg.data.num_workers))
+        except DataError as err:   # a missing or unreadable annotation file: the split cannot be checked
+            print(f"[{split}] {section.get('ann_file')}\n  problems found: 1\n    {err}")
+            problems += 1
+            continue
         print("\n".join(report.lines()))
         problems += report.num_problems
     print(f"total problems: {problems} (policies: on_bad_image={cfg.data.on_bad_image}, "
@@ -124,10 +151,14 @@ def _browse(args) -> int:
     from gfldet.data import build_dataset
     from gfldet.data.browse import browse
 
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ConfigError(f"--out {args.out} exists and is not a directory; give a folder for the images")
     cfg = load_config(args.config, args.opts)
     dataset = build_dataset(cfg.data, args.split)
-    paths = browse(dataset, args.out, num=args.num, ext=f".{args.format}")
+    paths, skipped = browse(dataset, args.out, num=args.num, ext=f".{args.format}")
     print(f"wrote {len(paths)} images to {args.out}")
+    for line in skipped.lines():
+        print("skipped " + line)
     return 0
 
 
@@ -152,7 +183,7 @@ def _model_settings(cfg, args) -> tuple[list[int], int, float, int]:
         print(f"(no model section in {args.config}: using {DEFAULT_MODEL_CONFIG.name})")
         model = load_config(DEFAULT_MODEL_CONFIG).model
     if args.strides:
-        strides = [int(s) for s in args.strides.split(",")]
+        strides = args.strides
     else:
         first = _backbone_strides(model.backbone)[0]  # FPN levels double from the first backbone output
         strides = [first * 2 ** level for level in range(int(model.neck.num_outs))]

@@ -1,4 +1,8 @@
-"""``gfldet infer CONFIG CKPT PATHS... --out DIR``: draw a checkpoint's detections on image files."""
+"""``gfldet infer CONFIG CKPT PATHS... --out DIR``: draw a checkpoint's detections on image files.
+
+Undecodable inputs follow ``data.on_bad_image``: ``error`` names the first one before any work, ``skip`` leaves
+them out and lists them at the end.
+"""
 from __future__ import annotations
 
 import argparse
@@ -18,10 +22,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from gfldet.config import load_config
-    from gfldet.engine.testing import infer_images
+    from gfldet.engine.inference import readable_images
+    from gfldet.engine.testing import image_paths, infer_images
 
     cfg = load_config(args.config, args.opts)
-    json_path = infer_images(cfg, args.checkpoint, args.paths, out_dir=args.out, score_thr=args.score_thr,
+    paths, skipped = readable_images(image_paths(args.paths), on_bad_image=cfg.data.get("on_bad_image", "error"))
+    json_path = infer_images(cfg, args.checkpoint, paths, out_dir=args.out, score_thr=args.score_thr,
                              show_dist=args.show_dist)
     print(f"[gfldet] detections drawn into {json_path.parent}, listed in {json_path}")
+    if skipped:
+        print(f"[gfldet] {skipped.total()} unreadable image(s) skipped (data.on_bad_image=skip):\n  "
+              + "\n  ".join(skipped.lines()))
     return 0

@@ -68,16 +68,18 @@ def load_coco_json(ann_file: str | Path) -> dict:
         found = sorted(data)[:8] if isinstance(data, dict) else type(data).__name__
         raise DataError(f"{path}: not a COCO detection file: expected a json object with 'images' and "
                         f"'categories' (and 'annotations'); found {found}")
-    _check_entries(path, data, "images", ("id", "file_name", "width", "height"))
-    _check_entries(path, data, "categories", ("id", "name"))
+    _check_entries(path, data, "images", ("id", "file_name", "width", "height"), integers=("id", "width", "height"))
+    _check_entries(path, data, "categories", ("id", "name"), integers=("id",))
     if "annotations" in data:
-        _check_entries(path, data, "annotations", ("id", "image_id", "category_id", "bbox"))
+        _check_entries(path, data, "annotations", ("id", "image_id", "category_id", "bbox"), integers=("id",))
     if not data["categories"]:
         raise DataError(f"{path}: 'categories' is empty; a detection dataset needs at least one category")
     return data
 
 
-def _check_entries(path: Path, data: dict, key: str, required: tuple[str, ...]) -> None:
+def _check_entries(path: Path, data: dict, key: str, required: tuple[str, ...], *,
+                   integers: tuple[str, ...]) -> None:
+    """Each entry of ``data[key]`` has the ``required`` fields, integral ``integers`` fields and a unique id."""
     entries = data[key]
     if not isinstance(entries, list):
         raise DataError(f"{path}: '{key}' must be a list, got {type(entries).__name__}")
@@ -86,9 +88,32 @@ def _check_entries(path: Path, data: dict, key: str, required: tuple[str, ...]) 
         missing = [k for k in required if not isinstance(entry, dict) or k not in entry]
         if missing:
             raise DataError(f"{path}: {key}[{index}] lacks {', '.join(missing)} (required: {', '.join(required)})")
+        wrong = next((k for k in integers if _as_int(entry[k]) is None), None)
+        if wrong is not None:
+            which = f"{key}[{index}]" + (f" (id {entry['id']!r})" if wrong != "id" else "")
+            raise DataError(f"{path}: {which} has {wrong} {entry[wrong]!r}; expected an integer")
         if entry["id"] in seen:
             raise DataError(f"{path}: {key}[{index}] repeats id {entry['id']}; ids must be unique")
         seen.add(entry["id"])
+
+
+def _as_int(value) -> int | None:
+    """``value`` as an int when it is an integral number (or a string of one), else None (booleans too)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        number = int(value)
+        return number if number == float(value) else None
+    except (ValueError, OverflowError):
+        return None
+
+
+def _lookup(table: dict, key, default=None):
+    """``table.get(key, default)`` that also takes unhashable keys (a list written as an id)."""
+    try:
+        return table.get(key, default)
+    except TypeError:
+        return default
 
 
 def parse_annotations(ann_file: str | Path, *, data: dict | None = None) -> CocoAnnotations:
@@ -99,11 +124,11 @@ def parse_annotations(ann_file: str | Path, *, data: dict | None = None) -> Coco
     """
     data = load_coco_json(ann_file) if data is None else data
     source = str(ann_file)
-    categories = sorted(data["categories"], key=lambda c: c["id"])
-    cat_ids = [int(c["id"]) for c in categories]
+    categories = sorted(data["categories"], key=lambda c: _as_int(c["id"]))   # ids may be written as strings
+    cat_ids = [_as_int(c["id"]) for c in categories]
     label_of = {cat_id: label for label, cat_id in enumerate(cat_ids)}
-    records = [ImageRecord(image_id=int(img["id"]), file_name=str(img["file_name"]), height=int(img["height"]),
-                           width=int(img["width"])) for img in data["images"]]
+    records = [ImageRecord(image_id=_as_int(img["id"]), file_name=str(img["file_name"]),
+                           height=_as_int(img["height"]), width=_as_int(img["width"])) for img in data["images"]]
     problems, notes = ProblemLog(source), ProblemLog(source)
     anns = data.get("annotations", [])
     if anns:
@@ -120,22 +145,24 @@ def _fill_records(anns: list, records: list[ImageRecord], label_of: dict, proble
     """
     record_of = {r.image_id: r for r in records}
     index_of = {r.image_id: i for i, r in enumerate(records)}
-    image_index = np.array([index_of.get(a["image_id"], -1) for a in anns], np.int64)
-    labels = np.array([label_of.get(a["category_id"], -1) for a in anns], np.int64)
+    image_index = np.array([_lookup(index_of, a["image_id"], -1) for a in anns], np.int64)
+    labels = np.array([_lookup(label_of, a["category_id"], -1) for a in anns], np.int64)
     crowd = np.array([bool(a.get("iscrowd", 0)) for a in anns])
     xywh = _bbox_array(anns)
-    sizes = np.array([[r.width, r.height] for r in records], np.float64).reshape(-1, 2)[np.maximum(image_index, 0)]
+    # a last (0, 0) row is the size looked up by annotations of unknown images (index -1), even without images
+    sizes = np.array([[r.width, r.height] for r in records] + [[0, 0]], np.float64)[image_index]
     x1y1 = np.maximum(xywh[:, :2], 0.0)
     x2y2 = np.minimum(xywh[:, :2] + xywh[:, 2:], sizes)
     suspect = ((image_index < 0) | (labels < 0) | ~np.isfinite(xywh).all(axis=1)
                | (xywh[:, 2:] < MIN_BOX_SIDE_PX).any(axis=1) | (x2y2 <= x1y1).any(axis=1))
     valid = ~suspect
     for k in np.flatnonzero(suspect):
-        problem = _problem(anns[k], record_of.get(anns[k]["image_id"]), label_of)
+        record = _lookup(record_of, anns[k]["image_id"])
+        problem = _problem(anns[k], record, label_of)
         if problem is None:   # e.g. numbers written as strings: the vectorised test is only a filter
             valid[k] = True
             continue
-        problems.add(problem[0], f"{_where(anns[k], record_of.get(anns[k]['image_id']), source)}: {problem[1]}")
+        problems.add(problem[0], f"{_where(anns[k], record, source)}: {problem[1]}")
     xyxy = np.concatenate([x1y1, x2y2], axis=1).astype(np.float32)
     clipped = valid & ((x1y1 != xywh[:, :2]) | (x2y2 != xywh[:, :2] + xywh[:, 2:])).any(axis=1)
     for k in np.flatnonzero(clipped):
@@ -176,9 +203,9 @@ def _where(ann, record: ImageRecord | None, source: str) -> str:
 def _problem(ann, record: ImageRecord | None, label_of: dict) -> tuple[str, str] | None:
     """(kind, detail) of what is wrong with one annotation, or None."""
     if record is None:
-        return "unknown image id", "no image with this id in 'images'"
-    if ann["category_id"] not in label_of:
-        return "unknown category id", (f"category_id {ann['category_id']} is not in 'categories' "
+        return "unknown image id", f"image_id {ann['image_id']!r} is not the id of an entry of 'images'"
+    if _lookup(label_of, ann["category_id"]) is None:
+        return "unknown category id", (f"category_id {ann['category_id']!r} is not in 'categories' "
                                        f"(known: {sorted(label_of)[:10]})")
     bbox = ann["bbox"]
     if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4

@@ -8,7 +8,7 @@ can be marked invalid.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Sequence
 
 import torch
@@ -27,6 +27,7 @@ class Batch:
     original.  original_sizes: per image (h, w) of the file.  gt_boxes: per image [G, 4] float32 xyxy px in
     resized-image coordinates.  gt_labels: per image [G] int64 in 0..C-1.  ignore_boxes: per image [I, 4] float32
     xyxy px (crowd).  image_ids: COCO image ids.  file_names: paths relative to the split's img_dir.
+    skipped_images: why each unreadable image passed over for this batch (``data.on_bad_image: skip``) was skipped.
     """
 
     images: torch.Tensor
@@ -38,6 +39,7 @@ class Batch:
     ignore_boxes: list[torch.Tensor]
     image_ids: list[int]
     file_names: list[str]
+    skipped_images: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -85,4 +87,5 @@ def collate(samples: Sequence[Sample], *, size_divisor: int, mean: Sequence[floa
         ignore_boxes=[s.ignore_boxes for s in samples],
         image_ids=[s.image_id for s in samples],
         file_names=[s.file_name for s in samples],
+        skipped_images=[reason for s in samples for reason in s.skipped_images],
     )

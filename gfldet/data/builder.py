@@ -14,10 +14,11 @@ from gfldet.config import Config, ConfigError, check_keys
 from gfldet.data.annotations import load_coco_json
 from gfldet.data.batching import collate
 from gfldet.data.coco import CocoDetection
+from gfldet.data.problems import ANNOTATION_POLICIES, IMAGE_POLICIES, check_policy
 from gfldet.data.samplers import AspectRatioBatchSampler, ShardBatchSampler
 from gfldet.data.transforms import build_transform
 
-__all__ = ["build_dataset", "build_dataloader", "fill_num_classes", "DATA_KEYS", "SPLITS"]
+__all__ = ["build_dataset", "build_dataloader", "check_data_section", "fill_num_classes", "DATA_KEYS", "SPLITS"]
 
 SPLITS = ("train", "val", "test")
 DATA_KEYS = ("batch_size", "num_workers", "persistent_workers", "pin_memory", "size_divisor", "mean", "std",
@@ -41,6 +42,17 @@ def _split_cfg(data_cfg: Config, split: str) -> Config:
     section = _required(data_cfg, split)
     check_keys(section, SPLIT_KEYS[split], where=f"data.{split}")
     return section
+
+
+def check_data_section(data_cfg: Config) -> list[str]:
+    """Check the keys of ``data`` and of each of its splits, and both bad-input policies; returns its splits."""
+    check_keys(data_cfg, DATA_KEYS, where="data")
+    splits = [split for split in SPLITS if split in data_cfg]
+    for split in splits:
+        _split_cfg(data_cfg, split)
+    for name, allowed in (("on_bad_image", IMAGE_POLICIES), ("on_bad_annotation", ANNOTATION_POLICIES)):
+        check_policy(name, _required(data_cfg, name), allowed, where=data_cfg.where(name))
+    return splits
 
 
 def build_dataset(data_cfg: Config, split: str) -> CocoDetection:

@@ -62,6 +62,7 @@ def check_split(split: str, ann_file: str, img_dir: str, *, num_threads: int = 2
     unreadable or non-COCO annotation file (DataError)."""
     annotations = parse_annotations(ann_file)
     report = CheckReport(split, annotations, ProblemLog(ann_file), ProblemLog(ann_file))
+    _check_not_empty(annotations, report.image_problems)
     with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
         for record, outcome in zip(annotations.records,
                                    pool.map(lambda r: _check_image(Path(img_dir), r), annotations.records)):
@@ -73,6 +74,16 @@ def check_split(split: str, ann_file: str, img_dir: str, *, num_threads: int = 2
             elif kind:
                 report.image_problems.add(kind, f"{ann_file}: image id {record.image_id}: {message}")
     return report
+
+
+def _check_not_empty(annotations: CocoAnnotations, problems: ProblemLog) -> None:
+    """A split without images, or with annotations but not one valid box, is a problem: training refuses it."""
+    records = annotations.records
+    if not records:
+        problems.add("empty split", f"{annotations.ann_file}: 'images' is empty; a split needs at least one image")
+    elif annotations.has_annotations and all(r.is_empty for r in records):
+        problems.add("no valid box", f"{annotations.ann_file}: none of the {len(records)} image(s) has a valid box; "
+                                     f"training leaves every image out (filter_empty)")
 
 
 _NOTES = ("grayscale image (expanded to RGB)", "image with alpha channel (alpha dropped)")

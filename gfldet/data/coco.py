@@ -61,6 +61,7 @@ class Sample:
     image_size: tuple[int, int]      # (h, w) after resize
     original_size: tuple[int, int]   # (h, w) of the file
     scale_factor: tuple[float, float]  # (sx, sy) = (w_resized / w, h_resized / h)
+    skipped_images: tuple[str, ...] = ()   # why each unreadable image tried before this one was skipped
 
 
 class CocoDetection(Dataset):
@@ -88,14 +89,23 @@ class CocoDetection(Dataset):
         else:
             self.num_filtered_empty = 0
         if not self.records:
-            raise DataError(f"{ann_file}: no usable images left (filter_empty={filter_empty}, "
-                            f"{self.problems.total()} problem(s)); check the split's ann_file and img_dir in "
-                            f"the config's data section")
+            raise DataError(f"{ann_file}: none of its {len(parsed.records)} image(s) is usable ({self._losses()}); "
+                            f"check the split's ann_file and img_dir in the config's data section"
+                            + "".join(f"\n  {line}" for line in self.problems.lines()))
         self.problems.log()
         if self.num_filtered_empty:
             logger.info("%s: %d image(s) without boxes left out of training (filter_empty)", ann_file,
                         self.num_filtered_empty)
         self.image_ids = [r.image_id for r in self.records]
+
+    def _losses(self) -> str:
+        """Where the images of the file went: left out as empty, and problems (their lines follow the message)."""
+        parts = []
+        if self.num_filtered_empty:
+            parts.append(f"{self.num_filtered_empty} left out for having no boxes (filter_empty)")
+        if self.problems:
+            parts.append(f"{self.problems.total()} problem(s), below")
+        return ", ".join(parts) or "the file lists no images"
 
     @property
     def coco(self) -> COCO:
@@ -135,6 +145,7 @@ class CocoDetection(Dataset):
 
     def __getitem__(self, item: int | tuple[int, int]) -> Sample:
         index, seed = item if isinstance(item, tuple) else (item, None)
+        skipped = []
         for attempt in range(len(self.records)):
             record = self.records[(index + attempt) % len(self.records)]
             try:
@@ -143,9 +154,10 @@ class CocoDetection(Dataset):
                 if self.on_bad_image == "error":
                     raise DataError(f"{err} (set data.on_bad_image: skip to skip such images)") from None
                 logger.warning("skipping bad image (data.on_bad_image=skip): %s", err)
+                skipped.append(str(err))
                 continue
-            return self._transform(record, image, seed)
-        raise DataError(f"{self.ann_file}: every image failed to load (data.on_bad_image=skip)")
+            return self._transform(record, image, seed, tuple(skipped))
+        raise DataError(f"{self.ann_file}: every image failed to load (data.on_bad_image=skip), e.g. {skipped[0]}")
 
     def load_image(self, record: ImageRecord) -> np.ndarray:
         """RGB uint8 [H, W, 3]; DataError if unreadable or not of the size the annotation file claims."""
@@ -159,12 +171,13 @@ class CocoDetection(Dataset):
                             f"{image.shape[0]} (w x h) but the annotation file says {record.width}x{record.height}")
         return image
 
-    def _transform(self, record: ImageRecord, image: np.ndarray, seed: int | None) -> Sample:
+    def _transform(self, record: ImageRecord, image: np.ndarray, seed: int | None,
+                   skipped: tuple[str, ...]) -> Sample:
         out = self.transform(image, record.boxes, record.labels, record.ignore_boxes, seed=seed)
         return Sample(image=out.image, boxes=torch.from_numpy(out.boxes), labels=torch.from_numpy(out.labels),
                       ignore_boxes=torch.from_numpy(out.ignore_boxes), image_id=record.image_id,
                       file_name=record.file_name, image_size=tuple(out.image.shape[1:]),
-                      original_size=image.shape[:2], scale_factor=out.scale_factor)
+                      original_size=image.shape[:2], scale_factor=out.scale_factor, skipped_images=skipped)
 
 
 def _pycocotools_index(data: dict) -> COCO:

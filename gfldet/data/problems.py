@@ -69,7 +69,9 @@ class ProblemLog:
                            self.source, self.total(), "\n  ".join(self.lines()))
 
 
-def check_policy(name: str, value: str, allowed: tuple[str, ...]) -> str:
+def check_policy(name: str, value: str, allowed: tuple[str, ...], *, where: str = "") -> str:
+    """``value`` if it is one of ``allowed``, else a DataError naming ``data.<name>`` (and ``where`` it was set)."""
     if value not in allowed:
-        raise DataError(f"data.{name} must be one of {', '.join(allowed)}; got {value!r}")
+        raise DataError(f"{where + ': ' if where else ''}data.{name} must be one of {', '.join(allowed)}; "
+                        f"got {value!r}")
     return value

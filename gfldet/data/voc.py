@@ -10,6 +10,7 @@ set of names found in all converted XML files unless given. ``file_name`` is rel
 from __future__ import annotations
 
 import json
+import math
 import xml.etree.ElementTree as ET
 from collections import Counter
 from dataclasses import dataclass
@@ -57,6 +58,12 @@ def _number(node: ET.Element, path: str, xml_path: Path) -> float:
         raise DataError(f"{xml_path}: <{path}> is {value!r}, expected a number") from None
 
 
+def _dimension(size: ET.Element | None, key: str, xml_path: Path) -> int:
+    """<size>/<key> in px; 0 when <size> is absent or the value is not finite (the image is then read)."""
+    value = _number(size, key, xml_path) if size is not None else 0.0
+    return int(value) if math.isfinite(value) else 0
+
+
 def _image_file(xml_path: Path, stated: str | None, img_dir: Path) -> str:
     """The image path relative to ``img_dir``: the XML's <filename> if it exists, else ``<xml stem>.<ext>``."""
     if stated and (img_dir / stated).is_file():
@@ -79,8 +86,7 @@ def parse_voc_xml(xml_path: Path, img_dir: Path) -> VocImage:
     stated = root.findtext("filename")
     file_name = _image_file(xml_path, stated.strip() if stated else None, img_dir)
     size = root.find("size")
-    width = int(_number(size, "width", xml_path)) if size is not None else 0
-    height = int(_number(size, "height", xml_path)) if size is not None else 0
+    width, height = (_dimension(size, key, xml_path) for key in ("width", "height"))
     if width <= 0 or height <= 0:   # some VOC exports write 0: read the image itself
         image = cv2.imread(str(img_dir / file_name))
         if image is None:
@@ -108,7 +114,8 @@ def convert_voc(*, ann_dir: str | Path, img_dir: str | Path, out_dir: str | Path
     """Convert VOC XML files to ``out_dir/<split>.json`` (``all.json`` when ``splits`` is empty).
 
     Returns ``{"classes": [...], "splits": {name: {"images": n, "annotations": m, "path": str}},
-    "skipped": ProblemLog}`` -- objects whose class is not in a given ``classes`` list are skipped and counted.
+    "skipped": ProblemLog}`` -- objects whose class is not in a given ``classes`` list, or whose box has a
+    non-finite coordinate, are skipped and counted.
     """
     ann_dir, img_dir, out_dir = Path(ann_dir), Path(img_dir), Path(out_dir)
     if not ann_dir.is_dir():
@@ -134,7 +141,7 @@ def convert_voc(*, ann_dir: str | Path, img_dir: str | Path, out_dir: str | Path
     for name, names in stems.items():
         coco = _to_coco([(stem, parsed[stem]) for stem in names], class_list, skipped, ann_dir)
         path = out_dir / f"{name}.json"
-        path.write_text(json.dumps(coco))
+        path.write_text(json.dumps(coco, allow_nan=False))
         per_class = Counter(a["category_id"] for a in coco["annotations"])
         report["splits"][name] = {"images": len(coco["images"]), "annotations": len(coco["annotations"]),
                                   "path": str(path), "per_class": per_class}
@@ -149,6 +156,10 @@ def _to_coco(items: list[tuple[str, VocImage]], class_list: list[str], skipped: 
         for obj in image.objects:
             if obj.name not in category_of:
                 skipped.add("class not in --classes", f"{ann_dir / stem}.xml: object '{obj.name}'")
+                continue
+            if not all(math.isfinite(v) for v in obj.xyxy):
+                skipped.add("non-finite box coordinate", f"{ann_dir / stem}.xml: object '{obj.name}' has "
+                                                         f"<bndbox> {list(obj.xyxy)}")
                 continue
             xmin, ymin, xmax, ymax = obj.xyxy
             w, h = xmax - xmin, ymax - ymin

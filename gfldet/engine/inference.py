@@ -1,14 +1,19 @@
 """Distributed inference over a loader: each rank predicts its shard, rank order is undone by image id."""
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Sequence
+
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from gfldet.data.coco import read_rgb
+from gfldet.data.problems import IMAGE_POLICIES, DataError, ProblemLog, check_policy
 from gfldet.engine.amp import autocast
 from gfldet.engine.distributed import all_gather_objects, is_main_process
 
-__all__ = ["run_inference", "evaluated_image_ids"]
+__all__ = ["run_inference", "evaluated_image_ids", "readable_images"]
 
 
 @torch.no_grad()
@@ -48,3 +53,25 @@ def evaluated_image_ids(predictions: list[dict], image_ids: list[int]) -> list[i
               f"(ids {missing[:10]}{'...' if len(missing) > 10 else ''}; see the data.on_bad_image warnings)",
               flush=True)
     return kept
+
+
+def readable_images(paths: Sequence[Path], *, on_bad_image: str) -> tuple[list[Path], ProblemLog]:
+    """The files of ``paths`` that decode, and a log of the others (``data.on_bad_image: skip``).
+
+    With ``on_bad_image: error`` the first undecodable file raises a DataError naming it, before any work is done.
+    """
+    check_policy("on_bad_image", on_bad_image, IMAGE_POLICIES)
+    readable, skipped = [], ProblemLog("inference inputs")
+    for path in paths:
+        try:
+            read_rgb(path)
+        except DataError as err:
+            if on_bad_image == "error":
+                raise DataError(f"{err}; nothing was inferred (set data.on_bad_image: skip to skip and count "
+                                f"such images)") from None
+            skipped.add("unreadable image", str(err))
+            continue
+        readable.append(path)
+    if not readable:
+        raise DataError(f"none of the {len(paths)} input image(s) can be read:\n  " + "\n  ".join(skipped.lines()))
+    return readable, skipped

@@ -20,7 +20,7 @@ from gfldet.engine.inference import evaluated_image_ids, run_inference
 from gfldet.engine.launch import EVALUATION_KEYS, check_sections, setup_device
 from gfldet.errors import GfldetError
 
-__all__ = ["load_detector", "evaluate_checkpoint", "infer_images"]
+__all__ = ["load_detector", "evaluate_checkpoint", "image_paths", "infer_images"]
 
 
 def load_detector(cfg: Config, checkpoint: str | Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
@@ -118,7 +118,8 @@ def _write_error_analysis(dataset, results: list[dict], image_ids: list[int], wo
     print(f"[gfldet] error analysis -> {work_dir / 'error_analysis.json'}, {work_dir / 'error_analysis.png'}")
 
 
-def _image_paths(paths: Sequence[str | Path]) -> list[Path]:
+def image_paths(paths: Sequence[str | Path]) -> list[Path]:
+    """The image files named by ``paths`` (files, or folders whose image files are taken in name order)."""
     found = []
     for path in map(Path, paths):
         if path.is_dir():
@@ -157,7 +158,7 @@ def infer_images(cfg: Config, checkpoint: str | Path, paths: Sequence[str | Path
     records = []
     empty = np.zeros((0, 4), np.float32)
     used_stems: set[str] = set()
-    for index, path in enumerate(_image_paths(paths)):
+    for index, path in enumerate(image_paths(paths)):
         stem = path.stem if path.stem not in used_stems else f"{path.stem}_{index}"  # a.png and a.jpg, or 2 dirs
         used_stems.add(stem)
         rgb = read_rgb(path)

@@ -127,3 +127,79 @@ def test_images_without_boxes_left_out_of_training_are_counted_and_logged(tmp_pa
         ds = _build(tmp_path, [GOOD], images=((1, 64, 64), (2, 64, 64)))
     assert ds.num_filtered_empty == 1 and [r.image_id for r in ds.records] == [1]
     assert "1 image(s) without boxes left out of training" in caplog.text
+
+
+def _write_json(tmp_path, images, annotations) -> str:
+    path = tmp_path / "ann.json"
+    path.write_text(json.dumps({"images": images, "annotations": annotations,
+                                "categories": [{"id": 1, "name": "a"}]}))
+    return str(path)
+
+
+IMAGE = {"id": 1, "file_name": "img_1.png", "height": 64, "width": 64}
+
+
+@pytest.mark.parametrize("field, value", [("width", "abc"), ("id", "abc"), ("height", [64]), ("id", 1.5)])
+def test_wrong_typed_image_field_is_a_clear_error(tmp_path, field, value):
+    ann = _write_json(tmp_path, [{**IMAGE, field: value}], [{"id": 1, **GOOD}])
+    with pytest.raises(DataError, match=rf"ann.json: images\[0\].* has {field} .*; expected an integer"):
+        check_split("train", ann, str(tmp_path))
+
+
+@pytest.mark.parametrize("field, kind", [("image_id", "unknown image id"), ("category_id", "unknown category id")])
+def test_unhashable_annotation_ids_are_counted_problems(tmp_path, field, kind):
+    ds = _build(tmp_path, [GOOD, {**GOOD, field: [1]}])
+    assert ds.problems.counts == {kind: 1} and "annotation id 2" in ds.problems.examples[kind][0]
+    with pytest.raises(DataError, match=kind):
+        _build(tmp_path, [GOOD, {**GOOD, field: [1]}], on_bad_annotation="error")
+
+
+def test_annotations_without_images_are_problems_not_a_crash(tmp_path):
+    ann = _write_json(tmp_path, [], [{"id": 1, **GOOD}])
+    report = check_split("train", ann, str(tmp_path))
+    assert {**report.annotations.problems.counts, **report.image_problems.counts} == {"unknown image id": 1,
+                                                                                      "empty split": 1}
+    with pytest.raises(DataError, match="none of its 0 image"):
+        build_dataset(data_cfg({"ann_file": ann, "img_dir": str(tmp_path)}), "train")
+
+
+def test_empty_split_and_split_without_boxes_are_problems(tmp_path):
+    assert check_split("train", _write_json(tmp_path, [], []), str(tmp_path)).image_problems.counts == {
+        "empty split": 1}
+    write_image(tmp_path / "img_1.png", 64, 64)
+    report = check_split("train", _write_json(tmp_path, [IMAGE], []), str(tmp_path))
+    assert report.image_problems.counts == {"no valid box": 1} and report.num_problems == 1
+
+
+def test_no_usable_image_error_says_where_they_went(tmp_path):
+    with pytest.raises(DataError, match=r"none of its 2 image\(s\) is usable \(2 left out for having no boxes"):
+        _build(tmp_path, [], images=((1, 64, 64), (2, 64, 64)))
+    ann = write_coco(tmp_path, [(1, 64, 64), (2, 64, 64)], [GOOD], make_files=False)
+    cfg = data_cfg({"ann_file": str(ann), "img_dir": str(tmp_path / "nowhere")}, on_bad_image="skip")
+    with pytest.raises(DataError, match=r"2 problem\(s\), below.*\n  missing image file: 2\n    .*img_1.png"):
+        build_dataset(cfg, "train")
+
+
+def test_skipped_images_travel_with_the_sample_and_batch(tmp_path):
+    from gfldet.data import collate
+
+    ann = write_coco(tmp_path, [(1, 64, 64), (2, 64, 64)], [GOOD, {**GOOD, "image_id": 2}])
+    (tmp_path / "img_1.png").write_bytes(b"garbage")
+    ds = build_dataset(data_cfg({"ann_file": str(ann), "img_dir": str(tmp_path)}, on_bad_image="skip"), "train")
+    first, second = ds[0], ds[1]
+    assert first.image_id == second.image_id == 2 and not second.skipped_images
+    assert len(first.skipped_images) == 1 and "image id 1" in first.skipped_images[0]
+    batch = collate([first, second], size_divisor=32, mean=[0, 0, 0], std=[1, 1, 1])
+    assert batch.skipped_images == list(first.skipped_images)
+
+
+def test_browse_draws_each_image_once_and_counts_the_skipped(tmp_path):
+    from gfldet.data.browse import browse
+
+    ann = write_coco(tmp_path, [(1, 64, 64), (2, 64, 64), (3, 64, 64)], [GOOD, *({**GOOD, "image_id": i}
+                                                                                for i in (2, 3))])
+    (tmp_path / "img_2.png").write_bytes(b"garbage")
+    ds = build_dataset(data_cfg({"ann_file": str(ann), "img_dir": str(tmp_path)}, on_bad_image="skip"), "train")
+    paths, skipped = browse(ds, tmp_path / "out", num=5, ext=".png")
+    assert [p.name.split("_")[1] for p in paths] == ["id1", "id3"]
+    assert skipped.counts == {"unreadable image": 1}

@@ -53,3 +53,39 @@ def test_stats_strides_come_from_the_backbone(backbone, first_stride):
     from gfldet.config import Config
 
     assert _backbone_strides(Config(backbone))[0] == first_stride
+
+
+def test_check_reports_a_missing_annotation_file(synth_config, tmp_path, capsys):
+    opts = ["--opts", f"data.train.ann_file={tmp_path / 'nope.json'}"]
+    assert main(["data", "check", str(synth_config), *opts]) == 0
+    out = capsys.readouterr().out
+    assert "[train]" in out and "annotation file not found" in out and "total problems: 1" in out
+    assert main(["data", "check", str(synth_config), "--strict", *opts]) == 1
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("  on_bad_imag: skip\n", "unknown key 'on_bad_imag' for data; did you mean 'on_bad_image'"),
+    ("  on_bad_image: skipp\n", "data.on_bad_image must be one of error, skip; got 'skipp'"),
+    ("  train:\n    filter_emty: true\n", "unknown key 'filter_emty' for data.train"),
+    ("trian:\n  seed: 1\n", "unknown key 'trian' for the config's top level"),
+])
+def test_check_validates_the_config(synth_config, tmp_path, capsys, extra, message):
+    cfg = tmp_path / "typo.yaml"
+    text = f"_base_: {synth_config}\n" + ("" if extra.startswith("trian") else "data:\n") + extra
+    cfg.write_text(text)
+    assert main(["data", "check", str(cfg)]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "typo.yaml" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("strides", ["8,x", "0", "8,,16"])
+def test_stats_rejects_bad_strides(synth_config, capsys, strides):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["data", "stats", str(synth_config), "--strides", strides])
+    assert exit_info.value.code == 2 and "expected comma-separated integers >= 1" in capsys.readouterr().err
+
+
+def test_browse_out_must_be_a_folder(synth_config, tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    assert main(["data", "browse", str(synth_config), "--out", str(tmp_path / "file")]) == 1
+    assert "exists and is not a directory" in capsys.readouterr().err

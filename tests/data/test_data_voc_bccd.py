@@ -49,6 +49,14 @@ def test_voc_splits_and_given_classes(tmp_path):
     assert report["skipped"].counts == {"class not in --classes": 1}
 
 
+def test_non_finite_voc_coordinate_is_skipped_and_counted(tmp_path):
+    _voc(tmp_path, {"a": [("cat", (2, "nan", 9, 9), 0), ("cat", (3, 3, 9, 9), 0)]})
+    report = convert_voc(ann_dir=tmp_path / "ann", img_dir=tmp_path / "img", out_dir=tmp_path / "out")
+    coco = json.loads((tmp_path / "out" / "all.json").read_text(), parse_constant=pytest.fail)
+    assert [a["bbox"] for a in coco["annotations"]] == [[2, 2, 6, 6]]
+    assert report["skipped"].counts == {"non-finite box coordinate": 1}
+
+
 def test_malformed_xml_names_file_and_line(tmp_path):
     (tmp_path / "ann").mkdir()
     (tmp_path / "img").mkdir()
