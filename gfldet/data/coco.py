@@ -4,7 +4,8 @@ Labels are contiguous 0..C-1 inside (categories sorted by id), original category
 Crowd boxes are ignore boxes, never targets. ``filter_empty`` leaves out images without any valid or crowd box
 (training only; evaluation splits keep every image; a crowd-only image stays: its crowd regions are negatives to
 ignore). Files without ``annotations`` (test-dev image info) load as images without boxes. ``ds.coco`` is the
-pycocotools index of the file *as written* (what COCO evaluation must use).
+pycocotools index of the file *as written* (what COCO evaluation must use), less what COCO evaluation cannot read
+(:func:`evaluable_annotations`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from gfldet.data.annotations import ImageRecord, load_coco_json, parse_annotatio
 from gfldet.data.problems import ANNOTATION_POLICIES, IMAGE_POLICIES, DataError, check_policy
 from gfldet.data.transforms import DetectionTransform
 
-__all__ = ["CocoDetection", "Sample", "read_rgb"]
+__all__ = ["CocoDetection", "Sample", "evaluable_annotations", "read_rgb"]
 
 logger = logging.getLogger("gfldet.data")
 
@@ -115,7 +116,10 @@ class CocoDetection(Dataset):
         copied (page by page, by reference counting and GC) into every forked DataLoader worker.
         """
         if self._coco is None:
-            self._coco = _pycocotools_index(load_coco_json(self.ann_file))
+            data = load_coco_json(self.ann_file)
+            if "annotations" in data:
+                data["annotations"] = evaluable_annotations(data["annotations"], source=str(self.ann_file))
+            self._coco = _pycocotools_index(data)
         return self._coco
 
     @property
@@ -178,6 +182,41 @@ class CocoDetection(Dataset):
                       ignore_boxes=torch.from_numpy(out.ignore_boxes), image_id=record.image_id,
                       file_name=record.file_name, image_size=tuple(out.image.shape[1:]),
                       original_size=image.shape[:2], scale_factor=out.scale_factor, skipped_images=skipped)
+
+
+def evaluable_annotations(annotations: list, *, source: str) -> list[dict]:
+    """The annotations COCO evaluation can score, as it reads them: ``bbox`` as 4 finite numbers (numbers written
+    as strings are read as numbers) and ``area`` (w * h where the file has none, as for box-only datasets).
+
+    Annotations whose bbox is not 4 finite numbers are left out: loading the split already reported them as
+    problems (``data.on_bad_annotation``), and pycocotools and faster-coco-eval would fail on them after inference.
+    """
+    kept, no_area = [], 0
+    for ann in annotations:
+        box = _finite_box(ann.get("bbox") if isinstance(ann, dict) else None)
+        if box is None:
+            continue
+        ann = {**ann, "bbox": box}
+        if not isinstance(ann.get("area"), (int, float)):
+            ann["area"], no_area = box[2] * box[3], no_area + 1
+        kept.append(ann)
+    if len(kept) < len(annotations):
+        logger.warning("%s: %d annotation(s) without a readable bbox left out of COCO evaluation", source,
+                       len(annotations) - len(kept))
+    if no_area:
+        logger.info("%s: %d annotation(s) without 'area': w * h used for COCO's small/medium/large", source, no_area)
+    return kept
+
+
+def _finite_box(bbox) -> list[float] | None:
+    """[x, y, w, h] as floats, or None unless ``bbox`` is 4 finite numbers (or numeric strings)."""
+    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
+        return None
+    try:
+        box = [float(v) for v in bbox]
+    except (TypeError, ValueError):
+        return None
+    return box if all(np.isfinite(box)) else None
 
 
 def _pycocotools_index(data: dict) -> COCO:

@@ -203,3 +203,25 @@ def test_browse_draws_each_image_once_and_counts_the_skipped(tmp_path):
     paths, skipped = browse(ds, tmp_path / "out", num=5, ext=".png")
     assert [p.name.split("_")[1] for p in paths] == ["id1", "id3"]
     assert skipped.counts == {"unreadable image": 1}
+
+
+@pytest.mark.parametrize("backend", ["pycocotools", "faster_coco_eval"])
+def test_evaluation_reads_what_loading_accepted_and_skips_what_it_dropped(tmp_path, backend):
+    from gfldet.engine.evaluator import CocoEvaluator
+
+    anns = [{"image_id": 1, "category_id": 1, "bbox": ["4", "4", "20", "20"], "area": 400},  # numbers as text
+            {"image_id": 1, "category_id": 1, "bbox": [30, 30, 10, 10]},                    # no area
+            {"image_id": 1, "category_id": 3, "bbox": [1, 2, 3]},                           # malformed: dropped
+            {"image_id": 1, "category_id": 3, "bbox": [5, 5, None, 9], "area": 1}]          # malformed: dropped
+    ds = build_dataset(data_cfg({"ann_file": str(write_coco(tmp_path, [(1, 64, 64)], anns)),
+                                 "img_dir": str(tmp_path)}), "train")
+    assert ds.problems.total() == 2
+    gt = ds.coco.dataset["annotations"]
+    assert [a["bbox"] for a in gt] == [[4.0, 4.0, 20.0, 20.0], [30.0, 30.0, 10.0, 10.0]]
+    assert [a["area"] for a in gt] == [400, 100.0]
+    results = [{"image_id": 1, "category_id": 1, "bbox": [4, 4, 20, 20], "score": 0.9},
+               {"image_id": 1, "category_id": 1, "bbox": [30, 30, 10, 10], "score": 0.8}]
+    metrics, _ = CocoEvaluator(coco_gt=ds.coco, cat_ids=ds.cat_ids, class_names=ds.class_names,
+                               backend=backend).evaluate(results, [1])
+    assert metrics["bbox_mAP"] == pytest.approx(1.0) and metrics["bbox_mAP_s"] == pytest.approx(1.0)
+    assert metrics["per_class"]["b"] == -1.0                                   # its only boxes were malformed
