@@ -16,9 +16,11 @@ to add a new key.
 
 from __future__ import annotations
 
+import collections.abc
 import copy
 import difflib
 import inspect
+import math
 import re
 import typing
 from pathlib import Path
@@ -125,6 +127,65 @@ class Config(dict):
             node._origins.update(value)
         return self
 
+    # -- typed reads (values checked where they are read: errors name file, line, key, what was expected) ------
+    def expect(self, key: str, ok: bool, expected: str) -> None:
+        """Raise ``file:line (dotted.key): expected <expected>, got <value>`` unless ``ok``."""
+        if ok:
+            return
+        if key not in self:
+            raise ConfigError(f"{self.where()}: {self.dotted(key)} is missing: expected {expected}")
+        got = "null" if self[key] is None else repr(self[key])
+        raise ConfigError(f"{self.where(key)}: expected {expected}, got {got}")
+
+    def get_int(self, key: str, *, low: int | None = None, optional: bool = False) -> int | None:
+        """``self[key]``: an integer >= ``low`` (or null when ``optional``)."""
+        value = self.get(key)
+        if value is None and optional and key in self:
+            return None
+        ok = _is_int(value) and (low is None or value >= low)
+        self.expect(key, ok, "an integer" + (f" >= {low}" if low is not None else "") + _or_null(optional))
+        return value
+
+    def get_float(self, key: str, *, low: float | None = None, high: float | None = None, positive: bool = False,
+                  optional: bool = False) -> float | None:
+        """``self[key]`` as a float: a number (YAML 1.1 reads ``1e-3`` as a string: such strings count) within
+        ``[low, high]``, > 0 when ``positive``, or null when ``optional``."""
+        value = self.get(key)
+        if value is None and optional and key in self:
+            return None
+        number = _as_float(value)
+        ok = number is not None and (low is None or number >= low) and (high is None or number <= high)
+        ok = ok and (not positive or number > 0)
+        bounds = ["> 0" if positive else "", f">= {low}" if low is not None and high is None else "",
+                  f"<= {high}" if high is not None and low is None else "",
+                  f"in [{low}, {high}]" if None not in (low, high) else ""]
+        self.expect(key, ok, " ".join(["a number", *filter(None, bounds)]) + _or_null(optional))
+        return number
+
+    def get_bool(self, key: str) -> bool:
+        """``self[key]``: true or false."""
+        self.expect(key, isinstance(self.get(key), bool), "true or false")
+        return self[key]
+
+    def get_choice(self, key: str, choices: Iterable) -> Any:
+        """``self[key]``: one of ``choices`` (an unquoted YAML ``off``/``no``/``on``/``yes`` is a boolean: quote it)."""
+        choices = list(choices)
+        value = self.get(key)
+        hint = " (YAML reads unquoted on/off/yes/no as true/false: quote the value)" if isinstance(value, bool) else ""
+        self.expect(key, value in choices and not isinstance(value, bool),
+                    f"one of {', '.join(map(str, choices))}{hint}")
+        return value
+
+    def get_ints(self, key: str, *, low: int | None = None, increasing: bool = False) -> list[int]:
+        """``self[key]``: a list of integers >= ``low``, in increasing order when ``increasing``."""
+        value = self.get(key)
+        ok = isinstance(value, (list, tuple)) and all(_is_int(v) and (low is None or v >= low) for v in value)
+        ok = ok and (not increasing or list(value) == sorted(value))
+        expected = ("a list of " + ("increasing " if increasing else "") + "integers"
+                    + (f" >= {low}" if low is not None else "") + ", e.g. [8, 11]")
+        self.expect(key, ok, expected)
+        return list(value)
+
     # -- conversion -------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         """Plain nested dicts and lists, also inside lists (for YAML dumps and checkpoints)."""
@@ -132,6 +193,25 @@ class Config(dict):
 
     def copy(self) -> "Config":
         return self.__deepcopy__({})
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _as_float(value) -> float | None:
+    """``value`` as a finite float (ints, floats and numeric strings), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _or_null(optional: bool) -> str:
+    return " or null" if optional else ""
 
 
 def _plain(value):
@@ -339,8 +419,11 @@ def check_keys(cfg: Mapping, allowed: Iterable[str], *, where: str = "") -> None
             )
 
 
-def build_from_cfg(cfg: Mapping, registry: Mapping[str, Callable], *, where: str = "", **extra) -> Any:
+def build_from_cfg(cfg: Mapping, registry: Mapping[str, Callable], *, where: str = "", consumed: Sequence[str] = (),
+                   **extra) -> Any:
     """Instantiate ``registry[cfg['type']]`` with the other keys of ``cfg`` (and ``extra``) as keyword arguments.
+
+    ``consumed``: keys of ``cfg`` that the caller reads itself; they are valid keys but not passed on.
 
     Unknown types, unknown keys, missing required arguments and values of the wrong basic type
     (int/float/bool/str per the constructor's annotations) raise ConfigError naming file, line and key.
@@ -355,12 +438,13 @@ def build_from_cfg(cfg: Mapping, registry: Mapping[str, Callable], *, where: str
             f"{cfg.where('type')}: unknown type '{name}'{_did_you_mean(name, registry)} (valid: {', '.join(registry)})"
         )
     factory = registry[name]
-    kwargs = {k: v for k, v in cfg.items() if k != "type"}
+    kwargs = {k: v for k, v in cfg.items() if k != "type" and k not in consumed}
     params = inspect.signature(factory).parameters
     accepts_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
     accepted = [n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
     if not accepts_any:
-        check_keys(cfg, ["type"] + [n for n in accepted if n not in extra], where=f"{section} (type {name})")
+        check_keys(cfg, ["type", *consumed] + [n for n in accepted if n not in extra],
+                   where=f"{section} (type {name})")
     missing = [
         n for n in accepted if params[n].default is inspect.Parameter.empty and n not in kwargs and n not in extra
     ]
@@ -387,16 +471,37 @@ def _check_basic_types(cfg: Config, kwargs: Mapping, factory: Callable, section:
     except Exception:  # unresolvable annotations: nothing to check against
         return
     for key, value in kwargs.items():
-        expected = _basic_type(hints.get(key))
-        if expected is None or (value is None and _is_optional(hints.get(key))):
+        hint = hints.get(key)
+        if value is None and _is_optional(hint):
             continue
-        ok = isinstance(value, expected) and not (expected in (int, float) and isinstance(value, bool))
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            ok = True
-        if not ok:
+        expected, item = _basic_type(hint), _list_item_type(hint)
+        if expected is not None and not _is_basic(value, expected):
             raise ConfigError(
                 f"{cfg.where(key)}: {section}: '{key}' must be {_BASIC_TYPES[expected]}, got {value!r}"
             )
+        if item is not None and not (isinstance(value, (list, tuple)) and all(_is_basic(v, item) for v in value)):
+            raise ConfigError(f"{cfg.where(key)}: {section}: '{key}' must be a list of {_PLURALS[item]}, got {value!r}")
+
+
+def _is_basic(value, expected: type) -> bool:
+    """``value`` is of the basic type ``expected`` (a bool is no number; an int is a float)."""
+    if expected in (int, float) and isinstance(value, bool):
+        return False
+    return isinstance(value, (int, float) if expected is float else expected)
+
+
+_PLURALS = {int: "integers", float: "numbers"}
+
+
+def _list_item_type(hint) -> type | None:
+    """``int`` / ``float`` for a ``list[...]`` or ``Sequence[...]`` hint of them (also optional), else None."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if _is_optional(hint) and len(args) == 1:
+        hint, args = args[0], list(typing.get_args(args[0]))
+    origin = typing.get_origin(hint)
+    if origin in (list, collections.abc.Sequence) and len(args) == 1 and args[0] in _PLURALS:
+        return args[0]
+    return None
 
 
 def _basic_type(hint) -> type | None:

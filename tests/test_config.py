@@ -202,3 +202,40 @@ def test_mappings_inside_lists_are_configs_and_dump_as_plain_yaml(tmp_path):
     assert type(plain["data"]["transforms"][1]) is dict
     dump_config(cfg, tmp_path / "out.yaml")
     assert load_config(tmp_path / "out.yaml") == cfg
+
+
+
+def test_typed_reads_name_file_line_key_and_what_was_expected(tmp_path):
+    section = load_config(write(tmp_path / "x.yaml", """
+        train:
+          seed: abc
+          lr: 1e-3
+          clip: null
+          amp: off
+          milestones: 5
+          ok: [1, 3]
+        """)).train
+    with pytest.raises(ConfigError, match=r"x\.yaml:3 \(train\.seed\): expected an integer >= 0, got 'abc'"):
+        section.get_int("seed", low=0)
+    assert section.get_float("lr", positive=True) == 1e-3  # YAML 1.1 reads 1e-3 as a string
+    assert section.get_float("clip", positive=True, optional=True) is None
+    with pytest.raises(ConfigError, match=r"x\.yaml:5 \(train\.clip\): expected a number in \[0, 1\], got null"):
+        section.get_float("clip", low=0, high=1)
+    with pytest.raises(ConfigError, match=r"x\.yaml:6 \(train\.amp\): expected one of off, fp16.*quote the value"):
+        section.get_choice("amp", ("off", "fp16"))
+    with pytest.raises(ConfigError, match=r"x\.yaml:7 \(train\.milestones\): expected a list of increasing integers"):
+        section.get_ints("milestones", increasing=True)
+    assert section.get_ints("ok", low=0, increasing=True) == [1, 3]
+    with pytest.raises(ConfigError, match=r"x\.yaml:2 \(train\): train\.missing is missing: expected true or false"):
+        section.get_bool("missing")
+
+
+def test_build_from_cfg_checks_lists_of_numbers_and_lists_consumed_keys():
+    def factory(*, sizes: list[int], lr: float = 0.1):
+        return sizes
+
+    with pytest.raises(ConfigError, match="'sizes' must be a list of integers, got 5"):
+        build_from_cfg(Config({"type": "f", "sizes": 5}), {"f": factory})
+    with pytest.raises(ConfigError, match=r"unknown key 'mult'.*did you mean 'mul'\? \(valid keys: type, mul, sizes"):
+        build_from_cfg(Config({"type": "f", "sizes": [1], "mult": 2}), {"f": factory}, consumed=("mul",), lr=0.2)
+    assert build_from_cfg(Config({"type": "f", "sizes": [1], "mul": 2}), {"f": factory}, consumed=("mul",)) == [1]

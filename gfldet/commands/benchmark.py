@@ -13,6 +13,7 @@ import argparse
 import json
 import re
 
+from gfldet.commands import add_opts_argument
 from gfldet.errors import GfldetError
 
 MODES = ("infer", "train")
@@ -51,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "was); with a path, also write a Chrome trace there")
     parser.add_argument("--find-syncs", action="store_true",
                         help="cuda: run once more and list the source lines where the host waited for the GPU")
-    parser.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    add_opts_argument(parser)
 
 
 def parse_size(text: str) -> tuple[int, int]:

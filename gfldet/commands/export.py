@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from gfldet.commands import add_opts_argument
+
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
 
 
@@ -27,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17, at least 11)")
     parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
                         help="example input size, multiples of 32 (default: the test Resize scale, landscape)")
-    parser.add_argument("--opts", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")
+    add_opts_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

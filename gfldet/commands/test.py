@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from gfldet.commands import add_opts_argument
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="YAML config the checkpoint was trained with")
@@ -16,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also AP per class and size and the types of false positives "
                              "(error_analysis.json / .png in the work dir)")
     parser.add_argument("--work-dir", help="where metrics.json / results.json go (default: the checkpoint's folder)")
-    parser.add_argument("--opts", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")
+    add_opts_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from gfldet.commands import add_opts_argument
 from gfldet.errors import GfldetError
 
 
@@ -17,8 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", nargs="?", const="default", metavar="MODE",
                         help="torch.compile the training forward (overrides train.compile; MODE default, "
                              "reduce-overhead, max-autotune or max-autotune-no-cudagraphs; default: default)")
-    parser.add_argument("--opts", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="config overrides, e.g. train.max_epochs=24 optimizer.lr=0.02")
+    add_opts_argument(parser)
 
 
 def default_work_dir(config: str) -> Path:

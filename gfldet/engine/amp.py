@@ -12,7 +12,10 @@ __all__ = ["AMP_MODES", "check_amp_mode", "autocast", "make_grad_scaler"]
 AMP_MODES = {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def check_amp_mode(mode: str) -> str:
+def check_amp_mode(mode: str | bool) -> str:
+    """``mode`` if it is one of AMP_MODES; False (YAML 1.1 reads an unquoted ``off``, e.g. ``--amp off``, as false)
+    is ``off``."""
+    mode = "off" if mode is False else mode
     if mode not in AMP_MODES:
         raise GfldetError(f"train.amp must be one of {', '.join(AMP_MODES)}, got {mode!r}")
     return mode

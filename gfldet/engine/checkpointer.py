@@ -20,8 +20,8 @@ import torch
 
 from gfldet.errors import GfldetError
 
-__all__ = ["atomic_save", "Checkpointer", "load_checkpoint", "capture_rng_state", "restore_rng_state",
-           "checkpoint_weights", "load_model_weights"]
+__all__ = ["atomic_save", "Checkpointer", "load_checkpoint", "load_training_checkpoint", "TRAINING_STATE_KEYS",
+           "capture_rng_state", "restore_rng_state", "checkpoint_weights", "load_model_weights"]
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
@@ -94,6 +94,22 @@ def load_checkpoint(path: str | Path) -> dict:
         raise GfldetError(f"cannot read checkpoint {path}: {err}") from err
 
 
+# What a checkpoint written by gfldet training holds besides the optional ema and logger: resume needs them all.
+TRAINING_STATE_KEYS = ("model", "optimizer", "lr_scheduler", "scaler", "meta", "rng")
+
+
+def load_training_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint to resume from: one written by gfldet training, else a GfldetError naming the file and
+    what such a checkpoint holds."""
+    ckpt = load_checkpoint(path)
+    if isinstance(ckpt, dict) and all(key in ckpt for key in TRAINING_STATE_KEYS):
+        return ckpt
+    held = f"keys {', '.join(map(str, list(ckpt)[:6]))}" if isinstance(ckpt, dict) else f"a {type(ckpt).__name__}"
+    raise GfldetError(f"{path} is not a gfldet training checkpoint: it holds {held}, not "
+                      f"{', '.join(TRAINING_STATE_KEYS)}; resume from a work dir's latest.pth or epoch_N.pth, or "
+                      f"initialise the weights only with --load-from")
+
+
 def checkpoint_weights(ckpt) -> dict:
     """The model state dict of a loaded checkpoint: its EMA weights when it has them (those are the ones
     evaluated and kept as best), else ``model``; a bare state dict is returned as it is."""
@@ -109,8 +125,9 @@ def load_model_weights(model: torch.nn.Module, path: str | Path, *, strict: bool
     """Load the weights of a checkpoint (gfldet's, EMA preferred, or a bare state dict) into ``model``.
 
     ``strict=False`` (fine-tuning) skips missing and unexpected tensors and those whose shapes differ (e.g. the
-    class conv of a model trained with another number of classes), and prints what it skipped. Returns the loaded
-    checkpoint.
+    class conv of a model trained with another number of classes), and prints what it skipped; a checkpoint that
+    fills fewer than half of the model's tensors (another architecture) is a GfldetError, not a silent training
+    from scratch. Returns the loaded checkpoint.
     """
     ckpt = load_checkpoint(path)
     state = checkpoint_weights(ckpt)
@@ -123,12 +140,24 @@ def load_model_weights(model: torch.nn.Module, path: str | Path, *, strict: bool
     except RuntimeError as err:
         raise GfldetError(f"{path} does not fit the model: {err}") from None
     missing = [k for k in result.missing_keys if k not in mismatched]  # those of another shape are listed apart
+    _require_most_loaded(path, loaded=sum(k in own and k not in mismatched for k in state), total=len(own),
+                         missing=missing, unexpected=result.unexpected_keys)
     skipped = [f"missing {missing[:5]}" if missing else "",
                f"unexpected {result.unexpected_keys[:5]}" if result.unexpected_keys else "",
                f"other shape {_shape_changes(mismatched, state, own)}" if mismatched else ""]
     if any(skipped):
         print(f"[gfldet] {path}: not loaded: {'; '.join(filter(None, skipped))}")
     return ckpt
+
+
+def _require_most_loaded(path: str | Path, *, loaded: int, total: int, missing: list[str],
+                         unexpected: list[str]) -> None:
+    """Refuse a checkpoint that fills fewer than half of the model's tensors: a fine-tuning start differs in a few
+    tensors (the class conv), another architecture in most."""
+    if 2 * loaded >= total:
+        return
+    raise GfldetError(f"{path} fits only {loaded} of the model's {total} tensors (missing {missing[:3]}, "
+                      f"unexpected {unexpected[:3]}): is it a checkpoint of this architecture (model section)?")
 
 
 def _shape_changes(keys: list[str], state: dict, own: dict) -> str:

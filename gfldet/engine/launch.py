@@ -18,7 +18,8 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from gfldet.config import Config, ConfigError, check_keys, dump_config
-from gfldet.engine.checkpointer import Checkpointer, load_checkpoint, load_model_weights
+from gfldet.engine.amp import AMP_MODES
+from gfldet.engine.checkpointer import Checkpointer, load_model_weights, load_training_checkpoint
 from gfldet.engine.conv_kernels import (check_conv_settings, chosen_conv_kernels, describe_conv_kernels,
                                         prepare_for_training)
 from gfldet.engine.distributed import (convert_sync_batchnorm, distributed_scope, get_rank, get_world_size,
@@ -27,9 +28,9 @@ from gfldet.engine.evaluator import CocoEvaluator, format_ap_table, predictions_
 from gfldet.engine.host_allocator import CPU_ALLOCATOR_MODES, configure_cpu_allocator
 from gfldet.engine.inference import evaluated_image_ids, run_inference
 from gfldet.engine.logging import LOG_FILE, TENSORBOARD_DIR, TrainLogger
-from gfldet.engine.optim import build_optimizer
+from gfldet.engine.optim import build_optimizer, check_optimizer
 from gfldet.engine.reproducibility import seed_everything, set_deterministic
-from gfldet.engine.schedules import build_lr_scheduler
+from gfldet.engine.schedules import build_lr_scheduler, check_lr_schedule
 from gfldet.engine.trainer import Trainer
 
 __all__ = ["check_sections", "check_train_section", "CONFIG_SECTIONS", "TRAIN_KEYS", "EVALUATION_KEYS",
@@ -42,14 +43,15 @@ TRAIN_KEYS = ("max_epochs", "max_iters", "eval_interval", "checkpoint_interval",
 OPTIONAL_TRAIN_KEYS = ("max_epochs", "max_iters", "cpu_allocator", "compile", "winograd")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 EVALUATION_KEYS = ("backend",)
+DEVICES = ("auto", "cpu", "cuda")
 
 
 def resolve_device(name: str, *, setting: str = "train.device") -> str:
     """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; ``setting`` names the option in errors."""
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if name not in ("cpu", "cuda"):
-        raise ConfigError(f"{setting} must be auto, cpu or cuda, got {name!r}")
+    if name not in DEVICES:
+        raise ConfigError(f"{setting} must be one of {', '.join(DEVICES)}, got {name!r}")
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"{setting} is cuda but no GPU is visible; use cpu (or auto)")
     return name
@@ -62,7 +64,7 @@ def setup_device(train_cfg: Config, *, distributed: bool = True) -> torch.device
     if allocator not in CPU_ALLOCATOR_MODES:
         raise ConfigError(f"{train_cfg.where('cpu_allocator')}: train.cpu_allocator must be one of "
                           f"{', '.join(CPU_ALLOCATOR_MODES)}, got {allocator!r}")
-    name = resolve_device(train_cfg.device)
+    name = resolve_device(train_cfg.device, setting=train_cfg.where("device"))
     device = init_distributed(name) if distributed else torch.device(name)
     if device.type == "cpu":
         configure_cpu_allocator(allocator)
@@ -154,17 +156,31 @@ def check_sections(cfg: Config) -> None:
 
 
 def check_train_section(cfg: Config) -> Config:
-    """Validate ``cfg.train``: unknown keys (typos) and missing keys are ConfigErrors naming file and line."""
+    """Validate ``cfg.train`` up front (before data and model are built): unknown keys (typos), missing keys and
+    values of the wrong type or range are ConfigErrors naming file, line and key. An unquoted ``amp: off`` (YAML
+    1.1 reads it as false) becomes ``"off"``."""
     tcfg = cfg.train
     check_keys(tcfg, TRAIN_KEYS, where="train")
     missing = [key for key in TRAIN_KEYS if key not in tcfg and key not in OPTIONAL_TRAIN_KEYS]
     if missing:
         raise ConfigError(f"{tcfg.where()}: train section is missing {', '.join(missing)} (defaults live in "
                           f"configs/_base_/default_runtime.yaml; inherit it through _base_)")
-    for key in ("eval_interval", "checkpoint_interval"):
-        if not isinstance(tcfg[key], int) or tcfg[key] < 0:
-            raise ConfigError(f"{tcfg.where(key)}: train.{key} must be an integer >= 0 (see default_runtime.yaml), "
-                              f"got {tcfg[key]!r}")
+    for key in ("max_epochs", "max_iters"):
+        if key in tcfg:
+            tcfg.get_int(key, low=1, optional=True)
+    for key in ("eval_interval", "checkpoint_interval", "seed", "keep_last"):
+        tcfg.get_int(key, low=0)
+    for key in ("log_interval", "max_nan_steps"):
+        tcfg.get_int(key, low=1)
+    for key in ("deterministic", "sync_bn", "find_unused_parameters", "tensorboard"):
+        tcfg.get_bool(key)
+    if tcfg.amp is False:
+        tcfg.amp = "off"
+    tcfg.get_choice("amp", AMP_MODES)
+    tcfg.get_choice("device", DEVICES)
+    tcfg.grad_clip = tcfg.get_float("grad_clip", positive=True, optional=True)
+    tcfg.ema = tcfg.get_float("ema", low=0, high=1, optional=True)
+    check_lr_schedule(tcfg.lr_schedule)
     compile_mode(tcfg)
     check_conv_settings(tcfg)
     return tcfg
@@ -194,11 +210,13 @@ def train(cfg: Config, *, work_dir: str | Path, resume: str | Path | None = None
 
     check_sections(cfg)
     tcfg = check_train_section(cfg)
+    check_optimizer(cfg.optimizer)
+    resumed = load_training_checkpoint(resume) if resume is not None else None
     device = setup_device(tcfg)
     world_size, work_dir = get_world_size(), Path(work_dir)
-    seed_everything(int(tcfg.seed), rank=get_rank())
-    set_deterministic(bool(tcfg.deterministic))
-    train_loader = build_dataloader(cfg.data, "train", distributed=world_size > 1, seed=int(tcfg.seed))
+    seed_everything(tcfg.seed, rank=get_rank())
+    set_deterministic(tcfg.deterministic)
+    train_loader = build_dataloader(cfg.data, "train", distributed=world_size > 1, seed=tcfg.seed)
     dataset = train_loader.dataset
     fill_num_classes(cfg, dataset=dataset)
     model = _build_model(cfg, device=device, load_from=load_from)
@@ -226,8 +244,8 @@ def train(cfg: Config, *, work_dir: str | Path, resume: str | Path | None = None
         logger=logger,
         meta={"config": cfg.to_dict(), "class_names": list(dataset.class_names), "cat_ids": list(dataset.cat_ids)},
     )
-    if resume is not None:  # checked before anything is written: a refused resume leaves the work dir as it was
-        trainer.load_state_dict(load_checkpoint(resume))
+    if resumed is not None:  # checked before anything is written: a refused resume leaves the work dir as it was
+        trainer.load_state_dict(resumed)
     logger.event(describe_conv_kernels(tcfg, device), iteration=trainer.iteration)
     if is_main_process():
         work_dir.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from torch import nn
 
 from gfldet.config import Config, ConfigError, build_from_cfg
 
-__all__ = ["OPTIMIZERS", "build_optimizer", "scaled_lr", "param_groups"]
+__all__ = ["OPTIMIZERS", "build_optimizer", "check_optimizer", "scaled_lr", "param_groups"]
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "SGD": torch.optim.SGD,
@@ -73,18 +73,24 @@ def build_optimizer(model: nn.Module, cfg: Config, *, total_batch_size: int) -> 
     """Build the optimiser of ``cfg`` (the ``optimizer`` section) for ``model``.
 
     ``total_batch_size`` = images per optimiser step over all processes (world_size x per-process batch).
+    Wrong keys, types and values raise ConfigErrors naming file, line and key.
     """
     cfg = cfg if isinstance(cfg, Config) else Config(cfg, path="optimizer")
     missing = [key for key in ("lr", "weight_decay", *_GROUP_KEYS) if key not in cfg]
     if missing:
         raise ConfigError(f"{cfg.where()}: optimizer section is missing {', '.join(missing)} (defaults live in "
                           f"configs/_base_/schedules/schedule_1x.yaml; inherit it through _base_)")
-    lr = scaled_lr(float(cfg.lr), total_batch_size=total_batch_size, base_batch_size=int(cfg.base_batch_size),
-                   auto_scale=bool(cfg.auto_scale_lr))
-    weight_decay = float(cfg.weight_decay)
-    groups = param_groups(model, lr=lr, weight_decay=weight_decay, bias_lr_mult=float(cfg.bias_lr_mult),
-                          bias_decay_mult=float(cfg.bias_decay_mult), norm_decay_mult=float(cfg.norm_decay_mult))
+    lr = scaled_lr(cfg.get_float("lr", positive=True), total_batch_size=total_batch_size,
+                   base_batch_size=cfg.get_int("base_batch_size", low=1), auto_scale=cfg.get_bool("auto_scale_lr"))
+    weight_decay = cfg.get_float("weight_decay", low=0)
+    groups = param_groups(model, lr=lr, weight_decay=weight_decay, bias_lr_mult=cfg.get_float("bias_lr_mult", low=0),
+                          bias_decay_mult=cfg.get_float("bias_decay_mult", low=0),
+                          norm_decay_mult=cfg.get_float("norm_decay_mult", low=0))
     # lr / weight_decay go in scaled, as keyword arguments; the multipliers are ours, not the torch optimiser's.
-    ctor_cfg = Config({k: v for k, v in cfg.items() if k not in (*_GROUP_KEYS, "lr", "weight_decay")},
-                      path=cfg.dotted(), origins=cfg._origins)
-    return build_from_cfg(ctor_cfg, OPTIMIZERS, where="optimizer", params=groups, lr=lr, weight_decay=weight_decay)
+    return build_from_cfg(cfg, OPTIMIZERS, where="optimizer", consumed=("lr", "weight_decay", *_GROUP_KEYS),
+                          params=groups, lr=lr, weight_decay=weight_decay)
+
+
+def check_optimizer(cfg: Config) -> None:
+    """Validate the ``optimizer`` section before the data and the model are built: a build for a stand-in model."""
+    build_optimizer(nn.Linear(1, 1), cfg, total_batch_size=1)

@@ -24,7 +24,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from gfldet.config import Config, build_from_cfg
 
-__all__ = ["StepDecay", "CosineDecay", "LR_SCHEDULES", "build_lr_scheduler"]
+__all__ = ["StepDecay", "CosineDecay", "LR_SCHEDULES", "build_lr_scheduler", "check_lr_schedule"]
 
 
 class _WarmupDecay:
@@ -66,8 +66,8 @@ class StepDecay(_WarmupDecay):
 
     def __init__(self, *, milestones: Sequence[int], gamma: float, **kwargs):
         super().__init__(**kwargs)
-        if list(milestones) != sorted(milestones):
-            raise ValueError(f"lr_schedule.milestones must be increasing, got {list(milestones)}")
+        if list(milestones) != sorted(milestones) or any(m < 0 for m in milestones):
+            raise ValueError(f"milestones: must be increasing and >= 0, got {list(milestones)}")
         self.milestones = [int(m) for m in milestones]
         self.gamma = gamma
 
@@ -89,7 +89,7 @@ class CosineDecay(_WarmupDecay):
 
 
 def _step(*, iters_per_epoch: int, max_iters: int, by_epoch: bool, warmup_iters: int, warmup_ratio: float,
-          milestones: list, gamma: float) -> StepDecay:
+          milestones: list[int], gamma: float) -> StepDecay:
     return StepDecay(milestones=milestones, gamma=gamma, iters_per_epoch=iters_per_epoch, max_iters=max_iters,
                      by_epoch=by_epoch, warmup_iters=warmup_iters, warmup_ratio=warmup_ratio)
 
@@ -112,3 +112,8 @@ def build_lr_scheduler(optimizer: torch.optim.Optimizer, cfg: Config, *, iters_p
     factor = build_from_cfg(cfg, LR_SCHEDULES, where="train.lr_schedule", iters_per_epoch=iters_per_epoch,
                             max_iters=max_iters)
     return LambdaLR(optimizer, lr_lambda=factor)
+
+
+def check_lr_schedule(cfg: Config) -> None:
+    """Validate a ``train.lr_schedule`` section before the loader exists (a build with stand-in lengths)."""
+    build_from_cfg(cfg, LR_SCHEDULES, where="train.lr_schedule", iters_per_epoch=1, max_iters=1)

@@ -6,7 +6,8 @@ import textwrap
 import pytest
 import torch
 
-from gfldet.engine.checkpointer import Checkpointer, atomic_save, load_checkpoint, load_model_weights
+from gfldet.engine.checkpointer import (Checkpointer, atomic_save, load_checkpoint, load_model_weights,
+                                       load_training_checkpoint)
 from gfldet.errors import GfldetError
 
 
@@ -106,3 +107,18 @@ def test_weights_prefer_the_ema_copy(tmp_path):
     model = torch.nn.Linear(2, 2)
     load_model_weights(model, tmp_path / "ckpt.pth")
     assert torch.equal(model.weight, ema.weight)
+
+
+
+def test_resume_from_a_foreign_dict_names_the_file_and_what_is_expected(tmp_path):
+    torch.save({"foo": 1}, tmp_path / "x.pth")
+    with pytest.raises(GfldetError, match=r"x\.pth is not a gfldet training checkpoint: it holds keys foo, "
+                                          r"not model, optimizer.*--load-from"):
+        load_training_checkpoint(tmp_path / "x.pth")
+
+
+def test_fine_tuning_from_another_architecture_is_an_error(tmp_path):
+    torch.save({"model": torch.nn.Conv2d(3, 4, 3).state_dict()}, tmp_path / "other.pth")
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 3))
+    with pytest.raises(GfldetError, match=r"other\.pth fits only 0 of the model's 4 tensors"):
+        load_model_weights(model, tmp_path / "other.pth", strict=False)

@@ -73,3 +73,28 @@ def test_quickstart_model_builds_without_download():
     assert cfg.model.backbone.pretrained is False
     model = build_detector(cfg.model)
     assert sum(p.numel() for p in model.parameters()) < 15e6
+
+
+
+@pytest.mark.parametrize(("line", "expected"), [
+    ("seed: abc", r"train\.seed\): expected an integer >= 0, got 'abc'"),
+    ("log_interval: often", r"train\.log_interval\): expected an integer >= 1"),
+    ("max_iters: abc", r"train\.max_iters\): expected an integer >= 1 or null"),
+    ("grad_clip: big", r"train\.grad_clip\): expected a number > 0 or null, got 'big'"),
+    ("ema: 2.0", r"train\.ema\): expected a number in \[0, 1\] or null, got 2\.0"),
+    ("device: gpu", r"train\.device\): expected one of auto, cpu, cuda, got 'gpu'"),
+    ("amp: on", r"train\.amp\): expected one of off, fp16, bf16 \(YAML reads unquoted on/off"),
+    ("lr_schedule:\n    milestones: 5", r"train\.lr_schedule\.milestones\).*must be a list of integers, got 5"),
+])
+def test_wrong_train_values_name_file_line_and_key(tmp_path, line, expected):
+    path = tmp_path / "exp.yaml"
+    path.write_text(f"_base_: {CONFIGS / 'quickstart/gfl_r18_synthetic.yaml'}\ntrain:\n  {line}\n")
+    with pytest.raises(ConfigError, match=r"exp\.yaml:\d+ \(" + expected):
+        check_train_section(load_config(path))
+
+
+def test_unquoted_amp_off_is_off(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text(f"_base_: {CONFIGS / 'quickstart/gfl_r18_synthetic.yaml'}\ntrain:\n  amp: off\n")
+    assert check_train_section(load_config(path)).amp == "off"
+    assert check_train_section(load_config(path, ["train.amp=off"])).amp == "off"  # what `--amp off` writes

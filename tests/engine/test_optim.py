@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from gfldet.config import Config, ConfigError
-from gfldet.engine.optim import build_optimizer, scaled_lr
+from gfldet.engine.optim import build_optimizer, check_optimizer, scaled_lr
 
 OPT = dict(type="SGD", lr=0.01, momentum=0.9, weight_decay=1e-4, bias_lr_mult=2.0, bias_decay_mult=0.0,
            norm_decay_mult=0.0, base_batch_size=16, auto_scale_lr=True)
@@ -59,3 +59,18 @@ def test_missing_key_points_at_the_base_schedule():
     cfg = Config({k: v for k, v in OPT.items() if k != "base_batch_size"})
     with pytest.raises(ConfigError, match="base_batch_size .*schedule_1x.yaml"):
         build_optimizer(_model(), cfg, total_batch_size=16)
+
+
+
+def test_optimizer_typo_lists_every_key_and_suggests_the_nearest():
+    with pytest.raises(ConfigError, match=r"unknown key 'lrr'.*did you mean 'lr'\? \(valid keys: type, lr, "
+                                          r"weight_decay, bias_lr_mult, bias_decay_mult, norm_decay_mult, "
+                                          r"base_batch_size, auto_scale_lr, momentum"):
+        build_optimizer(_model(), Config({**OPT, "lrr": 0.1}, path="optimizer"), total_batch_size=16)
+
+
+def test_wrong_typed_optimizer_values_name_the_key():
+    with pytest.raises(ConfigError, match=r"optimizer\.lr: expected a number > 0, got 'abc'"):
+        check_optimizer(Config({**OPT, "lr": "abc"}, path="optimizer"))
+    with pytest.raises(ConfigError, match=r"optimizer\.base_batch_size: expected an integer >= 1"):
+        check_optimizer(Config({**OPT, "base_batch_size": 0}, path="optimizer"))

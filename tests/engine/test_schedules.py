@@ -63,6 +63,6 @@ def test_schedule_typo_is_reported():
 
 
 def test_bad_schedule_value_is_a_config_error_naming_the_section():
-    with pytest.raises(ConfigError, match=r"^train\.lr_schedule: lr_schedule\.milestones must be increasing"):
+    with pytest.raises(ConfigError, match=r"^train\.lr_schedule: milestones: must be increasing"):
         _lrs(dict(type="step", by_epoch=True, milestones=[11, 8], gamma=0.1, warmup_iters=0, warmup_ratio=1.0),
              iters_per_epoch=1, max_iters=1)

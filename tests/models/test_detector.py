@@ -104,3 +104,8 @@ def test_per_level_ranges_must_match_the_pyramid():
     cfg = load_config(config, ["model.backbone.pretrained=false", "model.num_classes=3", "model.neck.num_outs=4"])
     with pytest.raises(ConfigError, match=r"\(model\.head\.assigner\): 5 per-level ranges for 4 pyramid levels"):
         build_detector(cfg.model)
+
+
+def test_non_positive_reg_max_names_the_key(small_model_cfg):
+    with pytest.raises(ConfigError, match=r"\(model\.head\.reg_max\): reg_max: must be an integer >= 1.*got -1"):
+        build_detector(small_model_cfg("model.head.reg_max=-1"))

@@ -64,6 +64,9 @@ class DenseHead(nn.Module):
     def __init__(self, *, num_classes: int, in_channels: int, strides: Sequence[int], feat_channels: int,
                  stacked_convs: int, norm_groups: int, init_std: float, prior_prob: float,
                  octave_base_scale: float, pad_size_divisor: int, test_cfg: PostProcessConfig) -> None:
+        for name, value, low in (("feat_channels", feat_channels, 1), ("stacked_convs", stacked_convs, 0)):
+            if value < low:
+                raise ValueError(f"{name}: must be an integer >= {low}, got {value}")
         super().__init__()
         self.num_classes = num_classes
         self.pad_size_divisor = pad_size_divisor

@@ -35,6 +35,8 @@ class GFLHead(DenseHead):
                  stacked_convs: int, norm_groups: int, init_std: float, prior_prob: float, octave_base_scale: float,
                  pad_size_divisor: int, reg_max: int, dfl_target_eps: float, assigner, loss_cls: nn.Module,
                  loss_bbox: nn.Module, loss_dfl: nn.Module, test_cfg: PostProcessConfig) -> None:
+        if reg_max < 1:
+            raise ValueError(f"reg_max: must be an integer >= 1 (distances over bins 0..reg_max), got {reg_max}")
         self.reg_max = reg_max
         super().__init__(num_classes=num_classes, in_channels=in_channels, strides=strides,
                          feat_channels=feat_channels, stacked_convs=stacked_convs, norm_groups=norm_groups,
