@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gfldet.commands import add_opts_argument
 from gfldet.config import ConfigError, load_config
 
 DEFAULT_MODEL_CONFIG = Path(__file__).resolve().parents[2] / "configs/_base_/models/gfl_r50_fpn.yaml"
@@ -39,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="split(s) to check (default: every split of the config; a missing annotation file is a "
                         "problem)")
     p.add_argument("--strict", action="store_true", help="exit with status 1 when any problem is found")
-    p.add_argument("--opts", nargs="*", default=[], help="config overrides key.sub=value")
+    add_opts_argument(p)
 
     p = sub.add_parser("browse", help="draw GT boxes after the split's transforms into image files")
     p.add_argument("config")
@@ -47,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--num", type=_positive_int, default=16)
     p.add_argument("--format", default="jpg", choices=("jpg", "png"))
-    p.add_argument("--opts", nargs="*", default=[], help="config overrides key.sub=value")
+    add_opts_argument(p)
 
     p = sub.add_parser("stats", help="box size/aspect histograms and reg_max clipping of ATSS targets")
     p.add_argument("config")
@@ -57,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--strides", type=_strides, help="comma-separated prior strides in px, e.g. 8,16,32 "
                                                    "(default: from the model config)")
     p.add_argument("--reg-max", type=int, help="default: model.head.reg_max")
-    p.add_argument("--opts", nargs="*", default=[], help="config overrides key.sub=value")
+    add_opts_argument(p)
 
 
 def _positive_int(text: str) -> int:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from gfldet.commands import add_opts_argument
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="YAML config the checkpoint was trained with")
@@ -17,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--show-dist", type=int, default=0, metavar="K",
                         help="also save the learned box-side distributions of the K best detections of each image "
                              "(one PNG per detection in OUT/distributions/)")
-    parser.add_argument("--opts", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")
+    add_opts_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -35,6 +35,11 @@ def _required(section: Config, key: str):
     return section[key]
 
 
+def _required_int(section: Config, key: str, *, low: int) -> int:
+    _required(section, key)
+    return section.get_int(key, low=low)
+
+
 def _split_cfg(data_cfg: Config, split: str) -> Config:
     if split not in SPLITS:
         raise ConfigError(f"unknown data split '{split}'; expected one of {', '.join(SPLITS)}")
@@ -89,23 +94,21 @@ def build_dataloader(data_cfg: Config, split: str, *, distributed: bool = False,
     # evaluation has its own batch size: images of a batch are padded to the largest, and the padding changes
     # the features near their bottom/right borders, so 1 is the reference protocol (coco_detection.yaml)
     batch_section = data_cfg if split == "train" else _split_cfg(data_cfg, split)
-    batch_size = int(_required(batch_section, "batch_size"))
-    if batch_size < 1:
-        raise ConfigError(f"{batch_section.where('batch_size')}: batch_size must be >= 1, got {batch_size}")
+    batch_size = _required_int(batch_section, "batch_size", low=1)
     rank_world = {} if distributed else {"rank": 0, "world_size": 1}
     if split == "train":
         sampler = AspectRatioBatchSampler(portrait=dataset.aspect_flags(), batch_size=batch_size, seed=seed,
                                           **rank_world)
     else:
         sampler = ShardBatchSampler(num_samples=len(dataset), batch_size=batch_size, **rank_world)
-    num_workers = int(_required(data_cfg, "num_workers"))
+    num_workers = _required_int(data_cfg, "num_workers", low=0)
     if num_workers > 0:
         # As mmdetection: no OpenCV thread pool in this process before forking workers. A pool inherited by a
         # forked worker deadlocks on first use; and the workers already run in parallel.
         cv2.setNumThreads(0)
     return DataLoader(
         dataset, batch_sampler=sampler, num_workers=num_workers,
-        collate_fn=functools.partial(collate, size_divisor=int(_required(data_cfg, "size_divisor")),
+        collate_fn=functools.partial(collate, size_divisor=_required_int(data_cfg, "size_divisor", low=1),
                                      mean=_normalisation(data_cfg, "mean"), std=_normalisation(data_cfg, "std")),
         pin_memory=bool(_required(data_cfg, "pin_memory")) and torch.cuda.is_available(),
         persistent_workers=bool(_required(data_cfg, "persistent_workers")) and num_workers > 0,
