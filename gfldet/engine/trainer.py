@@ -85,6 +85,7 @@ class Trainer:
         self.iter_in_epoch = 0  # finished iterations of the current epoch (sampler position)
         self.best_score = -math.inf
         self.nan_streak = 0
+        self.skipped_images: set[str] = set()  # reasons of the images the loader skipped (on_bad_image: skip)
 
     @property
     def bare_model(self) -> nn.Module:
@@ -125,6 +126,7 @@ class Trainer:
         if self.iter_in_epoch:
             sampler.skip_batches(self.iter_in_epoch)
         for batch in self.train_loader:
+            self._note_skipped_images(batch.skipped_images)
             lr = self.optimizer.param_groups[0]["lr"]  # the LR this step uses (the scheduler steps inside)
             scalars = self.train_step(batch)
             self.iteration += 1
@@ -169,6 +171,14 @@ class Trainer:
         self.lr_scheduler.step()
         self._nan_guard(finite, loss_value, grad_value)
         return {"loss": loss_value, "grad_norm": grad_value, **dict(zip(losses.keys(), loss_values))}
+
+    def _note_skipped_images(self, reasons: list[str]) -> None:
+        """Log each image the loader skipped the first time it is skipped (every epoch skips it again)."""
+        for reason in reasons:
+            if reason not in self.skipped_images:
+                self.skipped_images.add(reason)
+                self.logger.event(f"image skipped (data.on_bad_image: skip; {len(self.skipped_images)} so far): "
+                                  f"{reason}", iteration=self.iteration + 1)
 
     def _nan_guard(self, finite: bool, loss_value: float, grad_value: float) -> None:
         if finite:

@@ -15,11 +15,12 @@ class FakeBatch:
     gt_boxes: list
     gt_labels: list
     image_ids: list = field(default_factory=list)
+    skipped_images: list = field(default_factory=list)
 
     def to(self, device, non_blocking=False):
         return FakeBatch(self.images.to(device), self.image_sizes, self.scale_factors,
                          [b.to(device) for b in self.gt_boxes], [lbl.to(device) for lbl in self.gt_labels],
-                         self.image_ids)
+                         self.image_ids, self.skipped_images)
 
 
 class TinyDetector(nn.Module):
@@ -60,7 +61,8 @@ class TinyDetector(nn.Module):
 
 
 class FakeDataset(torch.utils.data.Dataset):
-    """``n`` random 3x16x16 images (seeded), each with one GT box and label."""
+    """``n`` random 3x16x16 images (seeded), each with one GT box and label; ``skip_reasons`` {index: reason}
+    makes the batch holding an index report that an image was skipped before it (``data.on_bad_image: skip``)."""
 
     def __init__(self, n: int = 16, num_classes: int = 3, seed: int = 0):
         g = torch.Generator().manual_seed(seed)
@@ -68,6 +70,7 @@ class FakeDataset(torch.utils.data.Dataset):
         xy = torch.randint(0, 8, (n, 2), generator=g).float()
         self.boxes = torch.cat([xy, xy + torch.randint(2, 8, (n, 2), generator=g).float()], dim=1)
         self.labels = torch.randint(0, num_classes, (n,), generator=g)
+        self.skip_reasons: dict[int, str] = {}
 
     def __len__(self):
         return len(self.images)
@@ -105,7 +108,8 @@ def make_loader(dataset: FakeDataset, batch_size: int, **sampler_kwargs) -> torc
         return FakeBatch(images=dataset.images[indices], image_sizes=[(16, 16)] * len(indices),
                          scale_factors=[(1.0, 1.0)] * len(indices),
                          gt_boxes=[dataset.boxes[i:i + 1] for i in indices],
-                         gt_labels=[dataset.labels[i:i + 1] for i in indices], image_ids=list(indices))
+                         gt_labels=[dataset.labels[i:i + 1] for i in indices], image_ids=list(indices),
+                         skipped_images=[dataset.skip_reasons[i] for i in indices if i in dataset.skip_reasons])
 
     sampler = FakeBatchSampler(len(dataset), batch_size, **sampler_kwargs)
     return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)

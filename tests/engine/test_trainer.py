@@ -258,3 +258,14 @@ def test_a_model_replaced_after_construction_is_the_one_trained(tmp_path, compil
     trainer.model = TinyDetector()
     trainer.train()
     assert trainer.model.calls == 2 and first.calls == 0
+
+
+def test_images_the_loader_skipped_are_logged_once(tmp_path):
+    trainer = make_trainer(tmp_path, max_iters=8, batch_size=4)      # 2 epochs over 16 images
+    trainer.train_loader.dataset.skip_reasons = {5: "a.jpg: cannot decode", 9: "b.jpg: missing"}
+    trainer.train()
+    events = [json.loads(line)["message"] for line in (tmp_path / "log.jsonl").read_text().splitlines()
+              if json.loads(line)["mode"] == "event"]
+    skips = [m for m in events if m.startswith("image skipped")]
+    assert len(skips) == 2 and {m.split(": ", 2)[-1] for m in skips} == {"a.jpg: cannot decode", "b.jpg: missing"}
+    assert trainer.skipped_images == {"a.jpg: cannot decode", "b.jpg: missing"}
