@@ -224,11 +224,11 @@ def train(cfg: Config, *, work_dir: str | Path, resume: str | Path | None = None
                                 total_batch_size=world_size * train_loader.batch_sampler.batch_size)
     if world_size > 1:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                        find_unused_parameters=bool(tcfg.find_unused_parameters))
+                                        find_unused_parameters=tcfg.find_unused_parameters)
     iters_per_epoch = len(train_loader)
     max_iters, by_epoch = schedule_length(tcfg, iters_per_epoch)
     logger = TrainLogger(work_dir=work_dir, enabled=is_main_process(), max_iters=max_iters,
-                         log_interval=int(tcfg.log_interval), tensorboard=bool(tcfg.tensorboard))
+                         log_interval=tcfg.log_interval, tensorboard=tcfg.tensorboard)
     evaluate = (build_evaluate_fn(cfg, device=device, amp=tcfg.amp, show_images=logger.log_images)
                 if tcfg.eval_interval else None)
     trainer = Trainer(
@@ -236,11 +236,11 @@ def train(cfg: Config, *, work_dir: str | Path, resume: str | Path | None = None
         lr_scheduler=build_lr_scheduler(optimizer, tcfg.lr_schedule, iters_per_epoch=iters_per_epoch,
                                         max_iters=max_iters),
         max_iters=max_iters, iters_per_epoch=iters_per_epoch, by_epoch=by_epoch,
-        eval_interval=int(tcfg.eval_interval), checkpoint_interval=int(tcfg.checkpoint_interval),
+        eval_interval=tcfg.eval_interval, checkpoint_interval=tcfg.checkpoint_interval,
         evaluate=evaluate,
-        amp=tcfg.amp, grad_clip=tcfg.grad_clip, ema_decay=tcfg.ema, max_nan_steps=int(tcfg.max_nan_steps),
+        amp=tcfg.amp, grad_clip=tcfg.grad_clip, ema_decay=tcfg.ema, max_nan_steps=tcfg.max_nan_steps,
         compile_mode=compile_mode(tcfg),
-        checkpointer=Checkpointer(work_dir=work_dir, keep_last=int(tcfg.keep_last)),
+        checkpointer=Checkpointer(work_dir=work_dir, keep_last=tcfg.keep_last),
         logger=logger,
         meta={"config": cfg.to_dict(), "class_names": list(dataset.class_names), "cat_ids": list(dataset.cat_ids)},
     )
