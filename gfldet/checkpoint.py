@@ -1,9 +1,12 @@
 """Interoperability with mmdetection checkpoints.
 
 ``convert_mmdet_state_dict`` renames the parameters of mmdetection's GFL detectors (2.x and 3.x checkpoints of
-ResNet / ResNeXt (+DCN) - FPN - GFLHead, e.g. ``gfl_r50_fpn_1x_coco_20200629_121244-25944287.pth``) to gfldet's
-names, so that ``model.load_state_dict(converted, strict=True)`` succeeds. Backbone names are shared (torchvision's);
-mmcv's ``ConvModule`` wrapper level disappears (``.conv.`` in the neck, ``.gn.`` -> ``.norm.`` in the head towers).
+ResNet / ResNeXt (+DCN) - FPN - GFLHead, e.g. ``gfl_r50_fpn_1x_coco_20200629_121244-25944287.pth``) and SSD detectors
+(SSDVGG - SSDNeck - SSDHead, e.g. ``ssd512_coco_20210803_022849-0a47a1ca.pth``) to gfldet's names, so that
+``model.load_state_dict(converted, strict=True)`` succeeds. Backbone names are shared (torchvision's; SSDVGG's
+``features.<index>``); mmcv's ``ConvModule`` wrapper level disappears (``.conv.`` in the FPN and the SSD extra layers,
+``.gn.`` -> ``.norm.`` in the GFL head towers), and so does the one-conv ``nn.Sequential`` of SSDHead's per-level
+predictors (``bbox_head.cls_convs.<i>.0.*`` -> ``head.cls_convs.<i>.*``).
 """
 from __future__ import annotations
 
@@ -26,8 +29,11 @@ class CheckpointError(GfldetError, ValueError):
 _MMDET_RULES = [
     (r"backbone\.(.+)", r"backbone.\1"),
     (r"neck\.(lateral_convs|fpn_convs)\.(\d+)\.conv\.(weight|bias)", r"neck.\1.\2.\3"),
+    (r"neck\.extra_layers\.(\d+)\.(\d+)\.conv\.(weight|bias)", r"neck.extra_layers.\1.\2.\3"),  # SSD
+    (r"neck\.l2_norm\.weight", r"neck.l2_norm.weight"),  # SSD
     (r"bbox_head\.(cls_convs|reg_convs)\.(\d+)\.conv\.(weight|bias)", r"head.\1.\2.conv.\3"),
     (r"bbox_head\.(cls_convs|reg_convs)\.(\d+)\.gn\.(weight|bias)", r"head.\1.\2.norm.\3"),
+    (r"bbox_head\.(cls_convs|reg_convs)\.(\d+)\.0\.(weight|bias)", r"head.\1.\2.\3"),  # SSD predictors
     (r"bbox_head\.gfl_cls\.(weight|bias)", r"head.cls_pred.\1"),
     (r"bbox_head\.gfl_reg\.(weight|bias)", r"head.reg_pred.\1"),
     (r"bbox_head\.scales\.(\d+)\.scale", r"head.scales.\1"),
@@ -43,10 +49,10 @@ def _unwrap(checkpoint: Mapping) -> Mapping[str, torch.Tensor]:
 
 
 def convert_mmdet_state_dict(checkpoint: Mapping) -> dict[str, torch.Tensor]:
-    """mmdetection GFL state dict (or full checkpoint with 'state_dict' / 'meta') -> gfldet Detector state dict.
+    """mmdetection GFL or SSD state dict (or full checkpoint with 'state_dict' / 'meta') -> gfldet state dict.
 
-    Raises CheckpointError naming the keys that are not part of a GFL ResNet-FPN model, and when the integral
-    projection is not {0, 1, ..., reg_max} (a model gfldet would decode differently).
+    Raises CheckpointError naming the keys that are not part of a GFL ResNet-FPN or SSD VGG16 model, and when the
+    integral projection is not {0, 1, ..., reg_max} (a model gfldet would decode differently).
     """
     state = _unwrap(checkpoint)
     converted, unknown = {}, []
@@ -63,8 +69,8 @@ def convert_mmdet_state_dict(checkpoint: Mapping) -> dict[str, torch.Tensor]:
         else:
             unknown.append(key)
     if unknown:
-        raise CheckpointError(f"{len(unknown)} key(s) are not part of an mmdetection GFL ResNet-FPN model, "
-                              f"e.g. {unknown[:5]}")
+        raise CheckpointError(f"{len(unknown)} key(s) are not part of an mmdetection GFL (ResNet-FPN) or SSD "
+                              f"(VGG16) model, e.g. {unknown[:5]}")
     return converted
 
 

@@ -3,13 +3,14 @@
 The ``model`` config section::
 
     num_classes: 80
-    backbone: {type: resnet | timm, ...}      # see gfldet.models.backbones
-    neck: {type: fpn, out_channels, num_outs, extra_convs_on}
+    backbone: {type: resnet | timm | ssd_vgg, ...}   # see gfldet.models.backbones, gfldet.models.vgg
+    neck: {type: fpn, out_channels, num_outs, extra_convs_on} or {type: ssd, ...} (gfldet.models.necks)
     head: {type: gfl, ..., assigner: {type: atss, ...}, loss_cls: {type: qfl, ...}, loss_bbox: ..., loss_dfl: ...}
     test_cfg: {score_thr, nms_pre, nms_iou, max_per_img, min_bbox_size}
 
 Wiring happens here: the neck gets the backbone's channels and strides, the head the neck's channels and strides
-and ``num_classes``; head sub-sections whose value has a ``type`` are built first (``assigner`` from ASSIGNERS,
+and ``num_classes`` (a head with ``per_level_channels`` -- SSD -- gets the list of every level's channels);
+head sub-sections whose value has a ``type`` are built first (``assigner`` from ASSIGNERS,
 ``loss_*`` from LOSSES) and passed to the head as objects.
 """
 from __future__ import annotations
@@ -23,7 +24,9 @@ from gfldet.assigners.fovea import FoveaAssigner
 from gfldet.assigners.max_iou import MaxIoUAssigner
 from gfldet.config import Config, ConfigError, build_from_cfg, check_keys
 from gfldet.losses import DistributionFocalLoss, FocalLoss, GIoULoss, QualityFocalLoss
+from gfldet.losses.hard_negative_ce import HardNegativeCrossEntropyLoss
 from gfldet.losses.l1 import L1Loss
+from gfldet.losses.smooth_l1 import SmoothL1Loss
 from gfldet.losses.soft_focal import SoftFocalLoss
 from gfldet.models.backbones import ResNet, TimmBackbone
 from gfldet.models.detector import Detector
@@ -32,17 +35,21 @@ from gfldet.models.heads.fcos_head import FCOSHead
 from gfldet.models.heads.fovea_head import FoveaHead
 from gfldet.models.heads.gfl_head import GFLHead
 from gfldet.models.heads.retina_head import RetinaHead
+from gfldet.models.heads.ssd_head import SSDHead
 from gfldet.models.heads.postprocess import PostProcessConfig
-from gfldet.models.necks import FPN
+from gfldet.models.necks import FPN, SSDNeck
+from gfldet.models.vgg import SSDVGG
 
 __all__ = ["build_detector", "Detector", "BACKBONES", "NECKS", "HEADS", "ASSIGNERS", "LOSSES"]
 
-BACKBONES = {"resnet": ResNet, "timm": TimmBackbone}
-NECKS = {"fpn": FPN}
-HEADS = {"gfl": GFLHead, "atss": ATSSHead, "fcos": FCOSHead, "retina": RetinaHead, "fovea": FoveaHead}
+BACKBONES = {"resnet": ResNet, "timm": TimmBackbone, "ssd_vgg": SSDVGG}
+NECKS = {"fpn": FPN, "ssd": SSDNeck}
+HEADS = {"gfl": GFLHead, "atss": ATSSHead, "fcos": FCOSHead, "retina": RetinaHead, "fovea": FoveaHead,
+         "ssd": SSDHead}
 ASSIGNERS = {"atss": ATSSAssigner, "fcos": FCOSAssigner, "max_iou": MaxIoUAssigner, "fovea": FoveaAssigner}
 LOSSES = {"qfl": QualityFocalLoss, "dfl": DistributionFocalLoss, "giou": GIoULoss, "focal": FocalLoss,
-          "soft_focal": SoftFocalLoss, "l1": L1Loss}
+          "soft_focal": SoftFocalLoss, "l1": L1Loss, "smooth_l1": SmoothL1Loss,
+          "hard_negative_ce": HardNegativeCrossEntropyLoss}
 MODEL_KEYS = ("num_classes", "backbone", "neck", "head", "test_cfg")
 
 
@@ -88,10 +95,11 @@ def build_detector(cfg: Mapping) -> Detector:
     backbone = build_from_cfg(_section(cfg, "backbone"), BACKBONES)
     neck = build_from_cfg(_section(cfg, "neck"), NECKS, in_channels=backbone.out_channels,
                           in_strides=backbone.strides)
-    if len(set(neck.out_channels)) != 1:
+    head_cfg = copy.deepcopy(_section(cfg, "head"))
+    per_level_channels = getattr(HEADS.get(head_cfg.get("type")), "per_level_channels", False)
+    if not per_level_channels and len(set(neck.out_channels)) != 1:
         raise ConfigError(f"{cfg.where('neck')}: the head needs equal channels on every level, "
                           f"got {neck.out_channels}")
-    head_cfg = copy.deepcopy(_section(cfg, "head"))
     components = {}
     for key in list(head_cfg):
         registry = _component_registry(key)
@@ -99,6 +107,7 @@ def build_detector(cfg: Mapping) -> Detector:
             components[key] = build_from_cfg(_section(head_cfg, key), registry)
             _check_level_ranges(components[key], num_levels=len(neck.strides), where=head_cfg.where(key))
             del head_cfg[key]
-    head = build_from_cfg(head_cfg, HEADS, num_classes=num_classes, in_channels=neck.out_channels[0],
+    in_channels = list(neck.out_channels) if per_level_channels else neck.out_channels[0]
+    head = build_from_cfg(head_cfg, HEADS, num_classes=num_classes, in_channels=in_channels,
                           strides=neck.strides, test_cfg=build_test_cfg(_section(cfg, "test_cfg")), **components)
     return Detector(backbone=backbone, neck=neck, head=head)

@@ -108,3 +108,30 @@ def test_onnx_detections_match_predict(model, tmp_path):
     images = torch.randn(1, 3, 160, 192, generator=torch.Generator().manual_seed(5))
     want = model.predict(images, [(160, 192)], [(1.0, 1.0)])[0]
     _assert_same_detections([np.asarray(g) for g in sess.run(None, {"images": images.numpy()})], want)
+
+
+def test_ssd_head_exports_raw_outputs_only(tmp_path):
+    from gfldet.export import ExportError
+    from gfldet.losses.hard_negative_ce import HardNegativeCrossEntropyLoss
+    from gfldet.losses.smooth_l1 import SmoothL1Loss
+    from gfldet.models.heads.ssd_head import SSDHead
+
+    model = tiny_detector()
+    model.head = SSDHead(num_classes=TINY_MODEL["num_classes"], in_channels=[32] * 5, strides=(8, 16, 32, 64, 128),
+                         min_sizes=[16, 32, 64, 128, 256], max_sizes=[32, 64, 128, 256, 512],
+                         ratios=[[2], [2, 3], [2, 3], [2], [2]], quality={"type": "none"}, prior_prob=0.01,
+                         delta_weights=[10, 10, 5, 5], delta_clip=math.log(1000 / 16), pad_size_divisor=32,
+                         assigner=MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.5, min_pos_iou=0.0),
+                         loss_cls=HardNegativeCrossEntropyLoss(neg_pos_ratio=3, loss_weight=1.0),
+                         loss_bbox=SmoothL1Loss(beta=1.0, loss_weight=1.0), test_cfg=TEST_CFG)
+    model.eval()
+    for view in ("decoded", "detections"):
+        with pytest.raises(ExportError, match="SSDHead exports the raw view only"):
+            export_torchscript(model, tmp_path / f"{view}.pt", view=view, input_size=(128, 128))
+    path = export_torchscript(model, tmp_path / "raw.pt", view="raw", input_size=(128, 128))
+    images = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        expected = [*model.raw_outputs(images)[0], *model.raw_outputs(images)[1]]
+        got = torch.jit.load(str(path))(images)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b)

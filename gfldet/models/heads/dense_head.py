@@ -1,15 +1,19 @@
-"""Shared base of dense one-stage heads (GFL, and the ATSS / FCOS / FoveaBox / RetinaNet-style heads built on it).
+"""Shared base of dense one-stage heads (GFL, the ATSS / FCOS / FoveaBox / RetinaNet-style heads, SSD).
 
-A dense head runs two conv towers (cls, reg) on every pyramid level, a 3x3 prediction conv on each, and multiplies
-the regression output by a learnable per-level scalar. It owns the priors of the pyramid, the target building of
-training (``build_targets``, see ``targets.py``) and the inference path.
+``DenseHeadBase`` owns the priors of the pyramid, the target building of training (``build_targets``, see
+``targets.py``) and the inference path. ``DenseHead`` adds the layers of the RetinaNet family: two conv towers
+(cls, reg) on every pyramid level, a 3x3 prediction conv on each, and a learnable per-level scalar multiplying the
+regression output.
 
 Hooks of a subclass (every consumer -- ``predict``, the losses, ``gfldet.export`` -- goes through them):
 - ``reg_channels`` / ``num_anchors``: output channels per prior and priors per location;
-- ``regression_output``: a level's regression output (a branch on the regression tower appends channels here);
+- ``regression_output`` (``DenseHead``): a level's regression output (a branch on the regression tower appends
+  channels here);
+- ``class_probabilities(cls_logits)``: class probabilities (sigmoid; SSD's softmax without the background);
 - ``score_factors(reg)``: per-prior factors of the class probabilities (a quality branch's sigmoid), or None;
 - ``decode_rows(reg, centers_px, strides, prior_idx)``: boxes in pixels; the default decodes ltrb distances from
-  ``decode_distances`` (stride units), an anchor-delta head overrides it;
+  ``decode_distances`` (stride units), an anchor-delta head overrides it; ``decode_priors(reg, priors,
+  prior_idx)`` calls it, a head whose anchors do not follow from centre, stride and index (SSD) overrides that;
 - ``assign``: the assignment of priors to GTs (default: an ATSS-like assigner on the anchors);
 - ``loss``: the losses, from ``build_targets`` and ``flat_logits``.
 """
@@ -29,7 +33,7 @@ from gfldet.models.heads.postprocess import PostProcessConfig, postprocess
 from gfldet.models.heads.targets import DenseTargets, mean_over_processes
 from gfldet.models.priors import PriorGenerator, Priors
 
-__all__ = ["DenseHead", "flatten_levels", "mean_over_processes"]
+__all__ = ["DenseHeadBase", "DenseHead", "flatten_levels", "mean_over_processes"]
 
 
 def flatten_levels(maps: Sequence[torch.Tensor], num_anchors: int = 1) -> torch.Tensor:
@@ -52,32 +56,23 @@ def _tower(in_channels: int, feat_channels: int, num_convs: int, norm_groups: in
     return nn.ModuleList(layers)
 
 
-class DenseHead(nn.Module):
-    """Towers + prediction convs + per-level scales, priors, flattening, decoding and post-processing.
+class DenseHeadBase(nn.Module):
+    """What every dense head shares apart from its layers: priors, target building, flattening, decoding and
+    post-processing (the hooks above). ``DenseHead`` adds the towers of the RetinaNet family; a head with other
+    layers (SSD's one conv per level) derives from this class and implements ``forward``.
 
-    Layout of the outputs (mmdetection's): per level, cls logits [N, A*num_classes, H_l, W_l] and regression
-    outputs [N, A*reg_channels, H_l, W_l] (A = ``num_anchors``, anchor-major channels). Init: every conv
-    normal(0, init_std) with zero bias, the cls bias set so that the initial sigmoid score is ``prior_prob``; scales
-    start at 1. Subclasses set ``self.assigner`` (used by ``assign``) and ``self.loss_cls`` (``classification_loss``).
+    Subclasses set ``self.assigner`` (used by ``assign``) and ``self.loss_cls`` (``classification_loss``).
     """
 
-    def __init__(self, *, num_classes: int, in_channels: int, strides: Sequence[int], feat_channels: int,
-                 stacked_convs: int, norm_groups: int, init_std: float, prior_prob: float,
-                 octave_base_scale: float, pad_size_divisor: int, test_cfg: PostProcessConfig) -> None:
-        for name, value, low in (("feat_channels", feat_channels, 1), ("stacked_convs", stacked_convs, 0)):
-            if value < low:
-                raise ValueError(f"{name}: must be an integer >= {low}, got {value}")
+    exports_decoding = True  # gfldet.export can rebuild the priors in the graph (decoded / detections views)
+
+    def __init__(self, *, num_classes: int, strides: Sequence[int], octave_base_scale: float,
+                 pad_size_divisor: int, test_cfg: PostProcessConfig) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.pad_size_divisor = pad_size_divisor
         self.test_cfg = test_cfg
         self.prior_generator = PriorGenerator(strides=strides, octave_base_scale=octave_base_scale)
-        self.cls_convs = _tower(in_channels, feat_channels, stacked_convs, norm_groups)
-        self.reg_convs = _tower(in_channels, feat_channels, stacked_convs, norm_groups)
-        self.cls_pred = nn.Conv2d(feat_channels, self.num_anchors * num_classes, 3, padding=1)
-        self.reg_pred = nn.Conv2d(feat_channels, self.num_anchors * self.reg_channels, 3, padding=1)
-        self.scales = nn.ParameterList(nn.Parameter(torch.ones(())) for _ in strides)
-        self._init_weights(init_std=init_std, prior_prob=prior_prob)
 
     # -- hooks for subclasses -------------------------------------------------------------------------------------
     @property
@@ -90,10 +85,9 @@ class DenseHead(nn.Module):
         """Priors per feature-map location (RetinaNet: 9); output channels are anchor-major."""
         return 1
 
-    def regression_output(self, reg_feat: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        """Regression-tower features [N, F, H_l, W_l] -> the level's regression output [N, R, H_l, W_l] (float32);
-        a head with an extra branch on the regression tower appends its channels here."""
-        return (self.reg_pred(reg_feat) * scale).float()
+    def class_probabilities(self, cls_logits: torch.Tensor) -> torch.Tensor:
+        """Flattened cls logits [N, P, K] -> class probabilities [N, P, C] (default: sigmoid, K = C)."""
+        return cls_logits.sigmoid()
 
     def score_factors(self, reg: torch.Tensor) -> torch.Tensor | None:
         """Regression rows [N, P, R] -> per-prior factors [N, P] in [0, 1] that multiply the class probabilities
@@ -112,6 +106,11 @@ class DenseHead(nn.Module):
         a level) -> boxes [..., 4] xyxy px, not clipped. Leading dimensions broadcast."""
         return distance2bbox(centers_px, self.decode_distances(reg) * strides[..., None])
 
+    def decode_priors(self, reg: torch.Tensor, priors: Priors, prior_idx: torch.Tensor) -> torch.Tensor:
+        """Regression rows [K, R] of the priors ``prior_idx`` [K] (indices into ``priors``) -> boxes [K, 4] xyxy px,
+        not clipped (default: ``decode_rows`` with their centres and strides)."""
+        return self.decode_rows(reg, priors.centers_px[prior_idx], priors.strides[prior_idx], prior_idx)
+
     def assign(self, priors: Priors, gt_boxes: torch.Tensor, gt_valid: torch.Tensor,
                prior_valid: torch.Tensor) -> AssignResult:
         """Assign priors to padded GTs (gt_boxes [N, G, 4] xyxy px, gt_valid [N, G], prior_valid [N, P]).
@@ -119,31 +118,6 @@ class DenseHead(nn.Module):
         Default: ``self.assigner.assign(anchors_px, num_per_level, ..., level_grids=...)`` (ATSSAssigner)."""
         return self.assigner.assign(priors.anchors_px, priors.num_per_level, gt_boxes, gt_valid, prior_valid,
                                     level_grids=priors.level_grids)
-
-    # -- layers ---------------------------------------------------------------------------------------------------
-    def _init_weights(self, *, init_std: float, prior_prob: float) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.normal_(module.weight, std=init_std)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-        nn.init.constant_(self.cls_pred.bias, -math.log((1 - prior_prob) / prior_prob))
-
-    def forward(self, feats: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """feats: per level [N, in_channels, H_l, W_l] -> (cls logits per level, regression outputs per level)."""
-        if len(feats) != len(self.scales):
-            raise ValueError(f"head expects {len(self.scales)} levels (strides {self.prior_generator.strides}), "
-                             f"got {len(feats)}")
-        cls_scores, reg_outputs = [], []
-        for feat, scale in zip(feats, self.scales):
-            cls_feat, reg_feat = feat, feat
-            for layer in self.cls_convs:
-                cls_feat = layer(cls_feat)
-            for layer in self.reg_convs:
-                reg_feat = layer(reg_feat)
-            cls_scores.append(self.cls_pred(cls_feat))
-            reg_outputs.append(self.regression_output(reg_feat, scale))
-        return cls_scores, reg_outputs
 
     @staticmethod
     def check_batch(cls_scores: Sequence[torch.Tensor], **per_image: Sequence) -> None:
@@ -169,7 +143,7 @@ class DenseHead(nn.Module):
         """Per-level outputs -> class probabilities [N, P, C], ``score_factors`` [N, P] (or None) and regression
         rows [N, P, R]."""
         cls_logits, reg = self.flat_logits(cls_scores, bbox_preds)
-        return cls_logits.sigmoid(), self.score_factors(reg), reg
+        return self.class_probabilities(cls_logits), self.score_factors(reg), reg
 
     def decode_boxes(self, reg: torch.Tensor, priors: Priors, prior_idx: torch.Tensor,
                      max_shape: torch.Tensor | None = None) -> torch.Tensor:
@@ -177,7 +151,7 @@ class DenseHead(nn.Module):
 
         max_shape: optional [K, 2] (h, w) px to clip to.
         """
-        boxes = self.decode_rows(reg, priors.centers_px[prior_idx], priors.strides[prior_idx], prior_idx)
+        boxes = self.decode_priors(reg, priors, prior_idx)
         if max_shape is None:
             return boxes
         limit = max_shape.flip(-1).repeat(1, 2).to(boxes.dtype)  # (w, h, w, h)
@@ -234,3 +208,58 @@ class DenseHead(nn.Module):
 
         return postprocess(probabilities, reg, priors.num_per_level, decode, scale_factors, self.test_cfg,
                            score_factors=factors)
+
+
+class DenseHead(DenseHeadBase):
+    """Towers + prediction convs + per-level scales on the shared machinery of ``DenseHeadBase``.
+
+    Layout of the outputs (mmdetection's): per level, cls logits [N, A*num_classes, H_l, W_l] and regression
+    outputs [N, A*reg_channels, H_l, W_l] (A = ``num_anchors``, anchor-major channels). Init: every conv
+    normal(0, init_std) with zero bias, the cls bias set so that the initial sigmoid score is ``prior_prob``; scales
+    start at 1.
+    """
+
+    def __init__(self, *, num_classes: int, in_channels: int, strides: Sequence[int], feat_channels: int,
+                 stacked_convs: int, norm_groups: int, init_std: float, prior_prob: float,
+                 octave_base_scale: float, pad_size_divisor: int, test_cfg: PostProcessConfig) -> None:
+        for name, value, low in (("feat_channels", feat_channels, 1), ("stacked_convs", stacked_convs, 0)):
+            if value < low:
+                raise ValueError(f"{name}: must be an integer >= {low}, got {value}")
+        super().__init__(num_classes=num_classes, strides=strides, octave_base_scale=octave_base_scale,
+                         pad_size_divisor=pad_size_divisor, test_cfg=test_cfg)
+        self.cls_convs = _tower(in_channels, feat_channels, stacked_convs, norm_groups)
+        self.reg_convs = _tower(in_channels, feat_channels, stacked_convs, norm_groups)
+        self.cls_pred = nn.Conv2d(feat_channels, self.num_anchors * num_classes, 3, padding=1)
+        self.reg_pred = nn.Conv2d(feat_channels, self.num_anchors * self.reg_channels, 3, padding=1)
+        self.scales = nn.ParameterList(nn.Parameter(torch.ones(())) for _ in strides)
+        self._init_weights(init_std=init_std, prior_prob=prior_prob)
+
+    def regression_output(self, reg_feat: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """Regression-tower features [N, F, H_l, W_l] -> the level's regression output [N, R, H_l, W_l] (float32);
+        a head with an extra branch on the regression tower appends its channels here."""
+        return (self.reg_pred(reg_feat) * scale).float()
+
+    # -- layers ---------------------------------------------------------------------------------------------------
+    def _init_weights(self, *, init_std: float, prior_prob: float) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.normal_(module.weight, std=init_std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        nn.init.constant_(self.cls_pred.bias, -math.log((1 - prior_prob) / prior_prob))
+
+    def forward(self, feats: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """feats: per level [N, in_channels, H_l, W_l] -> (cls logits per level, regression outputs per level)."""
+        if len(feats) != len(self.scales):
+            raise ValueError(f"head expects {len(self.scales)} levels (strides {self.prior_generator.strides}), "
+                             f"got {len(feats)}")
+        cls_scores, reg_outputs = [], []
+        for feat, scale in zip(feats, self.scales):
+            cls_feat, reg_feat = feat, feat
+            for layer in self.cls_convs:
+                cls_feat = layer(cls_feat)
+            for layer in self.reg_convs:
+                reg_feat = layer(reg_feat)
+            cls_scores.append(self.cls_pred(cls_feat))
+            reg_outputs.append(self.regression_output(reg_feat, scale))
+        return cls_scores, reg_outputs

@@ -4,7 +4,7 @@
 ``scales_per_octave x len(ratios)`` anchors per location (RetinaNet: 3 x 3 = 9) of sizes
 ``octave_base_scale * 2^(i / scales_per_octave) * stride`` and height/width ratio r (h = size * sqrt(r),
 w = size / sqrt(r)), centred on the prior centre; max-IoU assignment (0.5 / 0.4); anchor deltas (dx, dy, dw, dh)
-with torchvision's ``BoxCoder`` and an L1 loss on them, normalised by sum_i max(num_pos_i, 1) (mmdetection 3.3).
+(``anchor_deltas.py``) and an L1 loss on them, normalised by sum_i max(num_pos_i, 1) (mmdetection 3.3).
 
 Output layout (mmdetection's): per level cls logits [N, A*C, H, W] and deltas [N, A*4, H, W], anchor-major channels;
 flattened, prior order is (level, y, x, anchor) with anchors ratio-major. Unlike mmdetection's RetinaHead the shared
@@ -18,12 +18,11 @@ from typing import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
-from torchvision.models.detection._utils import BoxCoder
 
 from gfldet.assigners import AssignResult
 from gfldet.assigners.max_iou import IGNORED
-from gfldet.box_coding import aligned_box_iou
 from gfldet.config import build_from_cfg
+from gfldet.models.heads.anchor_deltas import AnchorDeltas
 from gfldet.models.heads.dense_head import DenseHead
 from gfldet.models.heads.postprocess import PostProcessConfig
 from gfldet.models.heads.quality import QUALITY_OPTIONS, Quality
@@ -59,7 +58,7 @@ class RetinaHead(DenseHead):
                          pad_size_divisor=pad_size_divisor, test_cfg=test_cfg)
         self.option = option
         self.assigner, self.loss_cls, self.loss_bbox = assigner, loss_cls, loss_bbox
-        self.coder = BoxCoder(weights=tuple(float(w) for w in delta_weights), bbox_xform_clip=delta_clip)
+        self.deltas = AnchorDeltas(weights=delta_weights, clip=delta_clip)
         sizes = octave_base_scale * 2.0 ** (torch.arange(scales_per_octave) / scales_per_octave)  # [S]
         root = torch.tensor([math.sqrt(r) for r in ratios])[:, None]  # [R, 1]
         half_wh = 0.5 * torch.stack([sizes / root, sizes * root], dim=-1).reshape(-1, 2)  # [A, 2] (w, h) / stride
@@ -95,8 +94,7 @@ class RetinaHead(DenseHead):
     def decode_rows(self, reg: Tensor, centers_px: Tensor, strides: Tensor, prior_idx: Tensor) -> Tensor:
         """Deltas [..., 4] of the anchors of priors (centres [..., 2] px, strides [...], indices [...]) -> boxes
         [..., 4] xyxy px, not clipped."""
-        anchors = self.anchor_boxes(centers_px, strides, prior_idx).expand_as(reg)
-        return self.coder.decode_single(reg.reshape(-1, 4), anchors.reshape(-1, 4)).reshape(reg.shape)
+        return self.deltas.decode(reg, self.anchor_boxes(centers_px, strides, prior_idx))
 
     def loss(self, cls_scores: Sequence[Tensor], bbox_preds: Sequence[Tensor], gt_boxes: Sequence[Tensor],
              gt_labels: Sequence[Tensor], image_sizes: Sequence[tuple[int, int]]) -> dict[str, Tensor]:
@@ -105,13 +103,9 @@ class RetinaHead(DenseHead):
         ``targets.num_pos`` (sum_i max(num_pos_i, 1), mmdetection 3.3's RetinaNet)."""
         targets = self.build_targets(cls_scores, gt_boxes, gt_labels, image_sizes)
         cls_logits, deltas = self.flat_logits(cls_scores, bbox_preds)  # [N, P*A, C], [N, P*A, 4]
-        anchors = targets.priors.anchors_px[targets.pos_prior]  # [M, 4] xyxy px
-        pos_deltas = targets.positives(deltas)
+        pos_deltas, target_deltas, iou = self.deltas.positive_terms(targets, deltas,
+                                                                    with_iou=self.option.soft_cls_target)
         weight = targets.prior_valid & (targets.assignment.gt_index != IGNORED)
-        soft = None
-        if self.option.soft_cls_target:
-            pred_boxes = self.coder.decode_single(pos_deltas.detach(), anchors)
-            soft = targets.scatter(aligned_box_iou(pred_boxes, targets.gt_boxes_px))
-        target_deltas = self.coder.encode_single(targets.gt_boxes_px, anchors)
+        soft = None if iou is None else targets.scatter(iou)
         return {"loss_cls": self.classification_loss(cls_logits, targets, soft, weight=weight),
                 "loss_bbox": self.loss_bbox(pos_deltas, target_deltas, avg_factor=targets.num_pos)}
