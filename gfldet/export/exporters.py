@@ -43,15 +43,17 @@ def _view(model: nn.Module, view: str) -> nn.Module:
 
 
 def default_input_size(cfg: Config) -> tuple[int, int]:
-    """(H, W) of a landscape test image: the first ``Resize`` scale [long, short] of ``data.test.transforms``
-    rounded up to ``data.size_divisor``, e.g. [1333, 800] -> (800, 1344)."""
+    """(H, W) of a test image from the first ``Resize`` of ``data.test.transforms``, rounded up to
+    ``data.size_divisor``: a landscape image for a keep-ratio scale [long, short] ([1333, 800] -> (800, 1344)), the
+    exact size for ``keep_ratio: false`` (scale [width, height])."""
     data = cfg.get("data") or {}
     divisor = int(data.get("size_divisor", 32))
-    scales = [t["scale"] for t in (data.get("test") or {}).get("transforms", []) if t.get("type") == "Resize"]
-    if not scales:
+    resizes = [t for t in (data.get("test") or {}).get("transforms", []) if t.get("type") == "Resize"]
+    if not resizes:
         raise ExportError("no Resize in data.test.transforms to take the export size from: pass --input-size H W")
-    long_side, short_side = max(scales[0]), min(scales[0])
-    return math.ceil(short_side / divisor) * divisor, math.ceil(long_side / divisor) * divisor
+    scale = resizes[0]["scale"]
+    height, width = (scale[1], scale[0]) if resizes[0].get("keep_ratio") is False else (min(scale), max(scale))
+    return math.ceil(height / divisor) * divisor, math.ceil(width / divisor) * divisor
 
 
 def _dummy_input(model: nn.Module, input_size: Sequence[int], batch: int) -> torch.Tensor:

@@ -141,5 +141,7 @@ def test_bad_settings_are_clear_errors(detector, tmp_path, kwargs, message):
 def test_default_input_size_is_the_padded_landscape_test_resize():
     data = {"size_divisor": 32, "test": {"transforms": [{"type": "Resize", "scale": [1333, 800]}]}}
     assert default_input_size(Config({"data": data})) == (800, 1344)
+    exact = {"size_divisor": 1, "test": {"transforms": [{"type": "Resize", "scale": [300, 500], "keep_ratio": False}]}}
+    assert default_input_size(Config({"data": exact})) == (500, 300)  # [width, height]: a portrait size stays one
     with pytest.raises(ExportError, match="--input-size"):
         default_input_size(Config({"data": {"test": {"transforms": []}}}))
