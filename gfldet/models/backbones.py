@@ -19,7 +19,7 @@ from torch import nn
 from torchvision.models import resnet as tv_resnet
 from torchvision.ops import deform_conv2d
 
-__all__ = ["ResNet", "TimmBackbone", "DeformConv2d", "load_pretrained_state_dict"]
+__all__ = ["ResNet", "TimmBackbone", "DeformConv2d", "load_pretrained_state_dict", "load_matching_state_dict"]
 
 # depth -> (block, blocks per stage)
 _RESNET_ARCHS = {
@@ -94,6 +94,22 @@ def load_pretrained_state_dict(path: str | Path, *, what: str) -> dict[str, torc
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
     return obj
+
+
+def load_matching_state_dict(module: nn.Module, state: dict[str, torch.Tensor], *, optional: set[str],
+                             what: str) -> None:
+    """Load ``state`` into ``module``: every key of the module except ``optional`` ones (layers ImageNet weights do
+    not have, e.g. DCN offsets) must be there, no other key, same shapes; ValueError naming ``what`` otherwise."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state) - optional)
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ValueError(f"{what}: pretrained weights do not match the architecture: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]} ({len(missing)} / {len(unexpected)} keys)")
+    try:
+        module.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatches
+        raise ValueError(f"{what}: pretrained weights do not match the architecture: {err}") from None
 
 
 def _download_torchvision_weights(weights, *, what: str) -> dict[str, torch.Tensor]:
@@ -175,15 +191,7 @@ class ResNet(nn.Module):
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
         own = self.state_dict()
         state = {k: v for k, v in state.items() if k.split(".")[0] not in _STAGE_NAMES[self.num_stages:]}
-        missing = sorted(set(own) - set(state) - {k for k in own if "conv_offset" in k})
-        unexpected = sorted(set(state) - set(own))
-        if missing or unexpected:
-            raise ValueError(f"{what}: pretrained weights do not match the architecture: missing {missing[:5]}, "
-                              f"unexpected {unexpected[:5]} ({len(missing)} / {len(unexpected)} keys)")
-        try:
-            self.load_state_dict(state, strict=False)
-        except RuntimeError as err:  # shape mismatches
-            raise ValueError(f"{what}: pretrained weights do not match the architecture: {err}") from None
+        load_matching_state_dict(self, state, optional={k for k in own if "conv_offset" in k}, what=what)
 
     def _frozen_modules(self) -> list[nn.Module]:
         if self.frozen_stages < 0:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torchvision.models import vgg as tv_vgg
 
-from gfldet.models.backbones import _download_torchvision_weights, load_pretrained_state_dict
+from gfldet.models.backbones import _download_torchvision_weights, load_matching_state_dict, load_pretrained_state_dict
 
 __all__ = ["SSDVGG"]
 
@@ -97,17 +97,8 @@ class SSDVGG(nn.Module):
         if any(k.startswith("backbone.") for k in state):  # a detector checkpoint: its backbone part
             state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
         state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
-        own = self.state_dict()
         optional = {f"features.{i}.{leaf}" for i in (_CONV6, _CONV7) for leaf in ("weight", "bias")}
-        missing = sorted(set(own) - set(state) - optional)
-        unexpected = sorted(set(state) - set(own))
-        if missing or unexpected:
-            raise ValueError(f"{what}: pretrained weights do not match the architecture: missing {missing[:5]}, "
-                              f"unexpected {unexpected[:5]} ({len(missing)} / {len(unexpected)} keys)")
-        try:
-            self.load_state_dict(state, strict=False)
-        except RuntimeError as err:  # shape mismatches
-            raise ValueError(f"{what}: pretrained weights do not match the architecture: {err}") from None
+        load_matching_state_dict(self, state, optional=optional, what=what)
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         """images [N, 3, H, W] -> [conv4_3 [N, 512, H/8, W/8], conv7 [N, 1024, H/16, W/16]] (ceil with ceil_mode)."""
