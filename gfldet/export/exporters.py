@@ -35,10 +35,6 @@ class ExportError(GfldetError):
 def _view(model: nn.Module, view: str) -> nn.Module:
     if view not in VIEWS:
         raise ExportError(f"unknown export view {view!r}; expected one of {', '.join(VIEWS)}")
-    if view != "raw" and not model.head.exports_decoding:
-        raise ExportError(f"{type(model.head).__name__} exports the raw view only: the graph rebuilds priors from "
-                          f"centre, stride and index, which does not give its anchors; export the raw view and decode "
-                          f"outside the graph")
     return VIEWS[view](model).eval()
 
 

@@ -13,11 +13,12 @@ like the training data and padded to the size divisor; every size may be dynamic
   with the default 0), class-aware NMS, best ``max_per_img``) -> ``boxes`` [K, 4] xyxy input px,
   ``scores`` [K], ``labels`` [K] int64, best first.
 
-Every view works for every DenseHead: scores and boxes come from the same head hooks as ``head.predict``
-(``flat_outputs`` and ``decode_rows``), so a quality branch (ATSS / FCOS) and anchor deltas (RetinaNet) are
-exported as predicted. Priors are rebuilt from the traced feature-map shapes (not the head's cache, whose sizes are
-Python ints), so the graph stays valid for any input size; they follow :mod:`gfldet.models.priors` (centre of cell
-(x, y) at (x * stride, y * stride)), and the head derives any anchor from centre, stride and prior index.
+Every view works for every dense head: scores and boxes come from the same head hooks as ``head.predict``
+(``flat_outputs``, and ``decode_level_rows``, by default ``decode_rows``), so a quality branch (ATSS / FCOS) and
+anchor deltas (RetinaNet, SSD) are exported as predicted. Priors are rebuilt level by level from the traced
+feature-map shapes (not the head's cache, whose sizes are Python ints), so the graph stays valid for any input
+size; they follow :mod:`gfldet.models.priors` (cell (x, y) at (x * stride, y * stride)), and the head derives any
+anchor from cell, stride, prior index and level (``level_num_anchors`` priors per location).
 """
 from __future__ import annotations
 
@@ -42,7 +43,9 @@ def level_centers(feat: torch.Tensor, stride: int) -> torch.Tensor:
 
 
 def level_priors(feat: torch.Tensor, stride: int, num_anchors: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Centres [H_l * W_l * A, 2] px and strides [H_l * W_l * A] of a level's priors, order (y, x, anchor)."""
+    """Cell origins [H_l * W_l * A, 2] (x * stride, y * stride) px -- the prior centres of every head but SSD, whose
+    ``decode_level_rows`` adds half a stride -- and strides [H_l * W_l * A] of a level's priors, order (y, x,
+    anchor)."""
     centers = level_centers(feat, stride)
     if num_anchors > 1:
         centers = centers.repeat_interleave(num_anchors, dim=0)
@@ -64,25 +67,21 @@ class RawOutputs(nn.Module):
 class DecodedOutputs(RawOutputs):
     """``images`` -> (scores [N, P, C] ranking scores, boxes [N, P, 4] xyxy input px) for every prior.
 
-    Scores and boxes come from the head's own hooks (``flat_outputs``: class probabilities, times a quality branch
-    where there is one; ``decode_rows``: distances or anchor deltas), as in ``head.predict``.
+    Scores and boxes come from the head's own hooks, level by level (``flat_outputs``: class probabilities, times a
+    quality branch where there is one; ``decode_level_rows``: distances or anchor deltas), as in ``head.predict``.
     """
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         head = self.detector.head
         cls_scores, bbox_preds = self.detector.raw_outputs(images)
-        scores, factors, reg = head.flat_outputs(cls_scores, bbox_preds)  # [N, P, C], [N, P] or None, [N, P, R]
-        if factors is not None:
-            scores = scores * factors[..., None]
-        centers, strides = self._priors(cls_scores)
-        prior_idx = torch.arange(strides.shape[0], device=strides.device)
-        return scores, head.decode_rows(reg, centers, strides, prior_idx)
-
-    def _priors(self, maps: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Centres [P, 2] input px and strides [P] of all levels, in flattened prior order (level, y, x, anchor)."""
-        head = self.detector.head
-        per_level = [level_priors(m, s, head.num_anchors) for m, s in zip(maps, head.prior_generator.strides)]
-        return torch.cat([c for c, _ in per_level]), torch.cat([s for _, s in per_level])
+        scores, boxes = [], []
+        for level, (cls_map, reg_map) in enumerate(zip(cls_scores, bbox_preds)):
+            level_scores, factors, reg = head.flat_outputs([cls_map], [reg_map])  # [N, P_l, C], [N, P_l], [N, P_l, R]
+            scores.append(level_scores if factors is None else level_scores * factors[..., None])
+            cells, strides = level_priors(cls_map, head.prior_generator.strides[level], head.level_num_anchors(level))
+            prior_idx = torch.arange(strides.shape[0], device=strides.device)
+            boxes.append(head.decode_level_rows(reg, cells, strides, prior_idx, level))
+        return torch.cat(scores, dim=1), torch.cat(boxes, dim=1)
 
 
 class Detections(DecodedOutputs):
@@ -98,13 +97,13 @@ class Detections(DecodedOutputs):
         head, cfg = self.detector.head, self.detector.head.test_cfg
         cls_scores, bbox_preds = self.detector.raw_outputs(images)
         boxes, scores, labels = [], [], []
-        for cls_map, reg_map, stride in zip(cls_scores, bbox_preds, head.prior_generator.strides):
+        for level, (cls_map, reg_map) in enumerate(zip(cls_scores, bbox_preds)):
             level_scores, level_factors, level_reg = head.flat_outputs([cls_map], [reg_map])  # [1, P_l, ...]
             prior, label, score = self._candidates(level_scores[0], nms_pre=cfg.nms_pre, score_thr=cfg.score_thr)
             if level_factors is not None:
                 score = score * level_factors[0][prior]
-            centers, strides = level_priors(cls_map, stride, head.num_anchors)
-            boxes.append(head.decode_rows(level_reg[0][prior], centers[prior], strides[prior], prior))
+            cells, strides = level_priors(cls_map, head.prior_generator.strides[level], head.level_num_anchors(level))
+            boxes.append(head.decode_level_rows(level_reg[0][prior], cells[prior], strides[prior], prior, level))
             scores.append(score)
             labels.append(label)
         boxes, scores, labels = torch.cat(boxes), torch.cat(scores), torch.cat(labels)

@@ -64,8 +64,6 @@ class DenseHeadBase(nn.Module):
     Subclasses set ``self.assigner`` (used by ``assign``) and ``self.loss_cls`` (``classification_loss``).
     """
 
-    exports_decoding = True  # gfldet.export can rebuild the priors in the graph (decoded / detections views)
-
     def __init__(self, *, num_classes: int, strides: Sequence[int], octave_base_scale: float,
                  pad_size_divisor: int, test_cfg: PostProcessConfig) -> None:
         super().__init__()
@@ -110,6 +108,18 @@ class DenseHeadBase(nn.Module):
         """Regression rows [K, R] of the priors ``prior_idx`` [K] (indices into ``priors``) -> boxes [K, 4] xyxy px,
         not clipped (default: ``decode_rows`` with their centres and strides)."""
         return self.decode_rows(reg, priors.centers_px[prior_idx], priors.strides[prior_idx], prior_idx)
+
+    def level_num_anchors(self, level: int) -> int:
+        """Priors per location of pyramid level ``level`` (default: ``num_anchors`` on every level)."""
+        return self.num_anchors
+
+    def decode_level_rows(self, reg: torch.Tensor, cells_px: torch.Tensor, strides: torch.Tensor,
+                          prior_idx: torch.Tensor, level: int) -> torch.Tensor:
+        """The export graph's decoding (``gfldet.export``): regression rows [..., R] of level ``level``'s priors,
+        whose cells have the origins ``cells_px`` [..., 2] (x * stride, y * stride) px, strides [...] and indices
+        ``prior_idx`` [...] within the level -> boxes [..., 4] xyxy px (default: ``decode_rows``: for these heads
+        the cell origin is the prior centre)."""
+        return self.decode_rows(reg, cells_px, strides, prior_idx)
 
     def assign(self, priors: Priors, gt_boxes: torch.Tensor, gt_valid: torch.Tensor,
                prior_valid: torch.Tensor) -> AssignResult:

@@ -28,7 +28,7 @@ from gfldet.config import build_from_cfg
 from gfldet.losses import QualityFocalLoss
 from gfldet.losses.hard_negative_ce import HardNegativeCrossEntropyLoss
 from gfldet.models.heads.anchor_deltas import AnchorDeltas
-from gfldet.models.heads.dense_head import DenseHeadBase, flatten_levels
+from gfldet.models.heads.dense_head import DenseHeadBase
 from gfldet.models.heads.postprocess import PostProcessConfig
 from gfldet.models.heads.quality import QUALITY_OPTIONS, JointQFL, NoQuality, Quality
 from gfldet.models.priors import Priors
@@ -66,7 +66,6 @@ class SSDHead(DenseHeadBase):
     """
 
     per_level_channels = True  # build_detector passes in_channels as a list, one entry per level
-    exports_decoding = False  # its anchors do not follow from centre, stride and prior index (gfldet.export)
 
     def __init__(self, *, num_classes: int, in_channels: Sequence[int], strides: Sequence[int],
                  min_sizes: Sequence[float], max_sizes: Sequence[float], ratios: Sequence[Sequence[float]],
@@ -133,10 +132,10 @@ class SSDHead(DenseHeadBase):
                       level_grids=base.level_grids)
 
     def flat_logits(self, cls_scores: Sequence[Tensor], bbox_preds: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-        """Per-level outputs -> cls logits [N, P, K] and deltas [N, P, 4], float32, P in prior order."""
-        counts = [len(s) for s in self.anchor_shapes]
-        return (torch.cat([flatten_levels([m], a) for m, a in zip(cls_scores, counts)], dim=1).float(),
-                torch.cat([flatten_levels([m], a) for m, a in zip(bbox_preds, counts)], dim=1).float())
+        """Per-level outputs (all levels, or any subset in order) -> cls logits [N, P, K] and deltas [N, P, 4],
+        float32, P in prior order: with K channels per prior whatever A_l, no level needs to be known."""
+        return (torch.cat([_rows(m, self.cls_channels) for m in cls_scores], dim=1).float(),
+                torch.cat([_rows(m, 4) for m in bbox_preds], dim=1).float())
 
     def class_probabilities(self, cls_logits: Tensor) -> Tensor:
         """[N, P, K] -> [N, P, C]: the softmax without its background column, or the QFL sigmoids."""
@@ -150,6 +149,18 @@ class SSDHead(DenseHeadBase):
     def decode_priors(self, reg: Tensor, priors: Priors, prior_idx: Tensor) -> Tensor:
         """Deltas [K, 4] of the anchors ``priors.anchors_px[prior_idx]`` -> boxes [K, 4] xyxy px, not clipped."""
         return self.deltas.decode(reg, priors.anchors_px[prior_idx])
+
+    def level_num_anchors(self, level: int) -> int:
+        return len(self.anchor_shapes[level])
+
+    def decode_level_rows(self, reg: Tensor, cells_px: Tensor, strides: Tensor, prior_idx: Tensor,
+                          level: int) -> Tensor:
+        """The export graph's decoding: the anchor of each prior rebuilt from its cell origin ``cells_px`` [..., 2]
+        px, stride [...] and index within the level [...] (anchor = index modulo A_l), as ``priors_for`` does."""
+        half_wh = 0.5 * self.anchor_shapes[level].to(reg)[prior_idx % len(self.anchor_shapes[level])]
+        center_in_cell = 0.5 * strides[..., None]
+        anchors = torch.cat([center_in_cell - half_wh, center_in_cell + half_wh], dim=-1)
+        return self.deltas.decode(reg, anchors + torch.cat([cells_px, cells_px], dim=-1))
 
     def assign(self, priors: Priors, gt_boxes: Tensor, gt_valid: Tensor, prior_valid: Tensor) -> AssignResult:
         """Max-IoU assignment of the anchors."""
@@ -170,3 +181,7 @@ class SSDHead(DenseHeadBase):
             loss_cls = self.classification_loss(cls_logits, targets, targets.scatter(iou), weight=eligible)
         return {"loss_cls": loss_cls, "loss_bbox": self.loss_bbox(pos_deltas, target_deltas, avg_factor=targets.num_pos)}
 
+
+def _rows(level_map: Tensor, channels: int) -> Tensor:
+    """A level's map [N, A * channels, H, W] (anchor-major) -> [N, H * W * A, channels] in (y, x, anchor) order."""
+    return level_map.permute(0, 2, 3, 1).reshape(level_map.shape[0], -1, channels)
