@@ -64,7 +64,7 @@ class Batch:
 
 
 def collate(samples: Sequence[Sample], *, size_divisor: int, mean: Sequence[float], std: Sequence[float]) -> Batch:
-    """Normalise ``(RGB - mean) / std`` and pad ``samples`` (uint8 [3, h, w] images) into one Batch.
+    """Normalise ``(RGB - mean) / std`` and pad ``samples`` ([3, h, w] images, uint8 or float32) into one Batch.
 
     The padding (bottom/right, to a multiple of ``size_divisor``) is 0 in the normalised images, as mmdetection.
     Normalising here, straight into the padded buffer, saves a full float image copy per sample.
@@ -76,7 +76,7 @@ def collate(samples: Sequence[Sample], *, size_divisor: int, mean: Sequence[floa
     std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
     for i, sample in enumerate(samples):
         region = images[i, :, : sample.image.shape[1], : sample.image.shape[2]]
-        torch.sub(sample.image, mean_t, out=region).div_(std_t)   # uint8 - float -> float32, written in place
+        torch.sub(sample.image, mean_t, out=region).div_(std_t)   # uint8 or float32 - float -> float32, in place
     return Batch(
         images=images,
         image_sizes=[s.image_size for s in samples],

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 import cv2
 import numpy as np
+import torch
 
 from gfldet.data.coco import CocoDetection, Sample
 from gfldet.data.problems import ProblemLog
@@ -40,7 +41,8 @@ def _draw(dataset: CocoDetection, sample: Sample, path: Path) -> Path:
     """Write ``sample``'s image with its GT boxes (crowd ones grey) to ``path``."""
     boxes = np.concatenate([sample.boxes.numpy(), sample.ignore_boxes.numpy()])
     labels = np.r_[sample.labels.numpy(), np.full(len(sample.ignore_boxes), -1)]
-    canvas = draw_detections(sample.image.permute(1, 2, 0).numpy(), boxes, labels, class_names=dataset.class_names)
+    image = sample.image.clamp(0, 255).round().to(torch.uint8)  # float32 after SSD's photometric distortion
+    canvas = draw_detections(image.permute(1, 2, 0).numpy(), boxes, labels, class_names=dataset.class_names)
     if not cv2.imwrite(str(path), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR)):
         raise OSError(f"cannot write {path}")
     return path

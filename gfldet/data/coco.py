@@ -50,8 +50,8 @@ def read_rgb(path: Path) -> np.ndarray:
 
 @dataclass
 class Sample:
-    """One transformed image: ``image`` [3, h, w] uint8 RGB (normalised by collate); boxes xyxy px in the resized
-    image (h, w)."""
+    """One transformed image: ``image`` [3, h, w] uint8 RGB, float32 after SSD's photometric distortion (normalised
+    by collate); boxes xyxy px in the resized image (h, w)."""
 
     image: torch.Tensor
     boxes: torch.Tensor          # [G, 4] float32

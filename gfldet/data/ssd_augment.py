@@ -18,7 +18,7 @@ seed=...)`` reproduces it:
   modes are drawn again until mode 1 (no crop) comes up, as in mmdetection.
 - ``PhotoMetricDistortion``: brightness add, contrast multiply (before or after the HSV steps), saturation multiply,
   hue add (degrees, OpenCV float HSV), random channel permutation; each with probability 0.5, on float32 without
-  clipping between steps as mmdetection; the result is rounded and clipped to uint8 (mmdetection keeps it float).
+  clipping between steps, and the result stays float32 (values below 0 and above 255 included), as mmdetection.
 """
 from __future__ import annotations
 
@@ -191,14 +191,15 @@ class MinIoURandomCrop(A.DualTransform):
 
 
 class PhotoMetricDistortion(A.ImageOnlyTransform):
-    """mmdetection's ``PhotoMetricDistortion`` (SSD) on a uint8 RGB image; boxes are untouched.
+    """mmdetection's ``PhotoMetricDistortion`` (SSD) on an RGB image -> float32 RGB; boxes are untouched.
 
     On float32, in this order, each step with probability 0.5: ``x += U(-brightness_delta, brightness_delta)``;
     ``x *= U(contrast_range)`` here or after the HSV steps (one coin); to HSV (OpenCV float: H in degrees [0, 360),
     S in [0, 1]); ``S *= U(saturation_range)`` (clipped to [0, 1] only when the factor is > 1, as mmdetection);
     ``H += U(-hue_delta, hue_delta)`` degrees, wrapped once into [0, 360]; back to RGB; a random channel permutation.
     mmdetection works on BGR; ``COLOR_RGB2HSV`` on RGB gives the same H, S, V, and a uniform permutation is one in
-    either order. The result is rounded and clipped to uint8 (mmdetection keeps the float image).
+    either order. The result stays float32, unclipped, as mmdetection's (collate normalises float and uint8 images
+    alike); put it last, as SSD does, so that the other steps see uint8.
 
     One float32 chain rather than albumentations steps: ``RandomBrightnessContrast`` computes ``x * alpha + beta`` in
     one go and, like ``HueSaturationValue`` (uint8 HSV: hue in 2-degree units, additive saturation) and
@@ -241,7 +242,7 @@ class PhotoMetricDistortion(A.ImageOnlyTransform):
 
     def apply(self, img: np.ndarray, contrast_before_hsv: bool, brightness: float, contrast: float,
               saturation: float, hue: float, channel_order: tuple[int, int, int], **params: Any) -> np.ndarray:
-        """uint8 RGB [H, W, 3] -> uint8 RGB [H, W, 3]: mmdetection's float32 arithmetic, rounded at the end."""
+        """RGB [H, W, 3] -> float32 RGB [H, W, 3] (not clipped): mmdetection's float32 arithmetic."""
         x = img.astype(np.float32)
         x += brightness
         if contrast_before_hsv:
@@ -257,7 +258,7 @@ class PhotoMetricDistortion(A.ImageOnlyTransform):
         if not contrast_before_hsv:
             x *= contrast
         x = x[..., list(channel_order)]
-        return np.rint(x).clip(0, 255).astype(np.uint8)
+        return np.ascontiguousarray(x)
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ("brightness_delta", "contrast_range", "saturation_range", "hue_delta")

@@ -31,7 +31,8 @@ The SSD steps (``Expand``, ``MinIoURandomCrop``, ``PhotoMetricDistortion``) live
 (albumentations would give every step the same one).
 
 Horizontal flip maps ``x1' = W - x2``, ``x2' = W - x1`` (mmdetection's rule). Boxes are xyxy pixels throughout;
-boxes that end up empty are dropped. The transform returns uint8 CHW images: normalisation ``(RGB - mean) / std``
+boxes that end up empty are dropped. The transform returns uint8 CHW images (float32 after ``PhotoMetricDistortion``,
+unclipped as mmdetection's): normalisation ``(RGB - mean) / std``
 happens in ``gfldet.data.batching.collate``, fused with the padding copy (albumentations' ``Normalize`` on HWC
 followed by a CHW copy cost three times as much per image in ``benchmarks/bench_loader.py``).
 """
@@ -160,7 +161,8 @@ TRANSFORMS = {"Resize": _resize, "RandomResize": _random_resize, "HorizontalFlip
 
 @dataclass
 class TransformResult:
-    """``image`` [3, h, w] uint8 RGB (not normalised); boxes xyxy px in the resized image; ``scale_factor`` (sx, sy).
+    """``image`` [3, h, w] uint8 RGB, or float32 after ``PhotoMetricDistortion`` (not normalised); boxes xyxy px in
+    the resized image; ``scale_factor`` (sx, sy).
 
     ``scale_factor`` is output size / input size: the box scaling of resize-and-flip pipelines (the test ones); after
     ``Expand`` or ``MinIoURandomCrop`` it is only the size ratio.

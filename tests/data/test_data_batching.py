@@ -35,6 +35,17 @@ def test_collate_exact_multiple_is_not_padded_further():
     assert collate([_sample(64, 96)], **NORM).images.shape == (1, 3, 64, 96)
 
 
+def test_collate_normalises_float_images_without_clipping():
+    """SSD's photometric distortion leaves float32 images outside [0, 255] (mmdetection's): kept as they are."""
+    sample = _sample(32, 32)
+    image = torch.full((3, 32, 32), 301.5)
+    image[:, 0, 0] = -9.0
+    sample.image = image
+    batch = collate([sample], **NORM)
+    assert batch.images[0, :, 1, 1].tolist() == [150.25, 149.75, 148.75]
+    assert batch.images[0, :, 0, 0].tolist() == [-5.0, -5.5, -6.5]
+
+
 def test_batch_to_moves_every_tensor():
     batch = collate([_sample(32, 32)], **NORM).to("cpu", non_blocking=True)
     assert isinstance(batch, Batch) and batch.gt_boxes[0].dtype == torch.float32 and len(batch) == 1
