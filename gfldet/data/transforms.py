@@ -118,10 +118,10 @@ def fixed_size_resize(scale: Sequence[int]) -> A.Resize:
     new_h / h)``. albumentations' ``A.Resize`` does exactly that (``cv2.resize(..., INTER_LINEAR)``; boxes are
     normalised coordinates, so they follow the actual factors).
     """
-    if len(scale) != 2 or min(scale) <= 0:
+    if len(scale) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in scale):
         raise ConfigError(f"Resize scale with keep_ratio: false must be two positive ints [width, height]; "
                           f"got {scale!r}")
-    width, height = (int(s) for s in scale)
+    width, height = scale
     return A.Resize(height=height, width=width, interpolation=cv2.INTER_LINEAR)
 
 

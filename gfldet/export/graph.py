@@ -43,9 +43,8 @@ def level_centers(feat: torch.Tensor, stride: int) -> torch.Tensor:
 
 
 def level_priors(feat: torch.Tensor, stride: int, num_anchors: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cell origins [H_l * W_l * A, 2] (x * stride, y * stride) px -- the prior centres of every head but SSD, whose
-    ``decode_level_rows`` adds half a stride -- and strides [H_l * W_l * A] of a level's priors, order (y, x,
-    anchor)."""
+    """Cell origins [H_l * W_l * A, 2] (x * stride, y * stride) px and strides [H_l * W_l * A] of a level's priors,
+    order (y, x, anchor); a head whose prior centre is elsewhere in the cell places it in ``decode_level_rows``."""
     centers = level_centers(feat, stride)
     if num_anchors > 1:
         centers = centers.repeat_interleave(num_anchors, dim=0)

@@ -15,7 +15,18 @@ import torch
 
 from gfldet.host_tensor import host_tensor
 
-__all__ = ["Priors", "PriorGenerator"]
+__all__ = ["Priors", "PriorGenerator", "lru_get"]
+
+
+def lru_get(cache: OrderedDict, key, make, *, size: int):
+    """``cache[key]``, made by ``make()`` when missing; the least recently used entries beyond ``size`` go."""
+    if key in cache:
+        cache.move_to_end(key)
+    else:
+        cache[key] = make()
+        if len(cache) > size:
+            cache.popitem(last=False)
+    return cache[key]
 
 
 @dataclass(frozen=True)
@@ -54,13 +65,8 @@ class PriorGenerator:
                  dtype: torch.dtype = torch.float32) -> Priors:
         """featmap_sizes: (H_l, W_l) per level -> Priors (cached)."""
         key = (tuple((int(h), int(w)) for h, w in featmap_sizes), torch.device(device), dtype)
-        if key in self._cache:
-            self._cache.move_to_end(key)
-        else:
-            self._cache[key] = self._make(key[0], device=device, dtype=dtype)
-            if len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
-        return self._cache[key]
+        return lru_get(self._cache, key, lambda: self._make(key[0], device=device, dtype=dtype),
+                       size=self.cache_size)
 
     def _make(self, featmap_sizes: tuple[tuple[int, int], ...], *, device, dtype) -> Priors:
         if len(featmap_sizes) != self.num_levels:

@@ -48,8 +48,9 @@ class SSDVGG(nn.Module):
       an mmdetection SSD backbone; ``backbone.``-prefixed keys are taken with the prefix stripped and other keys of
       such a file ignored; ``classifier.*`` is ignored).
 
-    As in mmdetection, weights without conv6 / conv7 leave those two at PyTorch's default Conv2d init (mmdetection's
-    ``Pretrained`` init replaces its Kaiming init and loads non-strictly).
+    Weights without conv6 / conv7 (torchvision's) leave those two at PyTorch's default Conv2d init, which is what
+    mmdetection's non-strict ``Pretrained`` loading would do with such a file; its own ``vgg16_caffe`` has them
+    (converted fc6 / fc7), so with torchvision's weights SSD512 starts from a different point than mmdetection's.
     ``frozen_stages = k`` (mmcv VGG's semantics, which mmdetection's SSDVGG does not expose) stops the gradients of
     the parameters of VGG stages 0..k-1 (conv1_x .. conv{k}_x); -1 or 0 freezes nothing. There is no BatchNorm.
     """

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from gfldet.config import ConfigError
-from gfldet.data.transforms import PhotoMetricDistortion, build_transform, rescale_size
+from gfldet.data.transforms import PhotoMetricDistortion, build_transform, fixed_size_resize, rescale_size
 
 MEAN = np.array([123.675, 116.28, 103.53])
 STD = np.array([58.395, 57.12, 57.375])
@@ -174,6 +174,10 @@ def test_fixed_size_resize_is_exact_size_cv2_bilinear_and_scales_boxes(hw, scale
 def test_fixed_size_resize_rejects_bad_scale_naming_width_and_height():
     with pytest.raises(ConfigError, match=r"keep_ratio: false must be two positive ints \[width, height\]"):
         build_transform([{"type": "Resize", "scale": [512, 0], "keep_ratio": False}])
+    with pytest.raises(ConfigError, match=r"'scale' must be a list of integers, got \[512.5, 512\]"):
+        build_transform([{"type": "Resize", "scale": [512.5, 512], "keep_ratio": False}])   # not silently truncated
+    with pytest.raises(ConfigError, match=r"two positive ints \[width, height\]; got \(512.5, 512\)"):
+        fixed_size_resize((512.5, 512))
     with pytest.raises(ConfigError, match="keep_ratio"):
         build_transform([{"type": "Resize", "scale": [512, 512], "keep_ratio": "no"}])
 

@@ -1,4 +1,5 @@
-"""Loss normalisers are averaged over processes (2 CPU processes, gloo), as mmdetection's reduce_mean does."""
+"""Loss normalisers are averaged over processes (2 CPU processes, gloo), as mmdetection's reduce_mean does in GFL,
+ATSS and FCOS; the anchor heads (RetinaNet, SSD) keep each process's own, as mmdetection's AnchorHead."""
 from __future__ import annotations
 
 import os
@@ -33,12 +34,26 @@ def _losses(with_gt: bool) -> tuple[dict[str, float], int]:
     return {k: v.item() for k, v in losses.items()}, int(assigned.positive.sum())
 
 
-def _worker(rank: int, port: int, queue) -> None:
+def _ssd_losses(with_gt: bool) -> dict[str, float]:
+    """SSD head losses of one 64x64 image (one GT or none) from fixed outputs (tests/models/test_ssd_head.py's head)."""
+    from tests.models.test_ssd_head import make_head
+
+    head = make_head()
+    g = torch.Generator().manual_seed(0)
+    cls = [torch.randn(1, 16, 8, 8, generator=g), torch.randn(1, 24, 4, 4, generator=g)]
+    reg = [torch.randn(1, 16, 8, 8, generator=g), torch.randn(1, 24, 4, 4, generator=g)]
+    boxes = torch.tensor([[4.5, 6.0, 40.0, 50.0]]) if with_gt else torch.zeros(0, 4)
+    labels = torch.tensor([1]) if with_gt else torch.zeros(0, dtype=torch.long)
+    return {k: v.item() for k, v in head.loss(cls, reg, [boxes], [labels], [(64, 64)]).items()}
+
+
+def _worker(rank: int, port: int, queue, losses=_losses) -> None:
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
     try:
-        queue.put((rank, _losses(with_gt=rank == 0)[0]))
+        result = losses(with_gt=rank == 0)
+        queue.put((rank, result[0] if isinstance(result, tuple) else result))
     finally:
         dist.destroy_process_group()
 
@@ -49,19 +64,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_normalisers_are_averaged_over_processes():
-    single, num_pos = _losses(with_gt=True)
+def _run_two_ranks(losses) -> tuple[dict[str, float], dict[str, float]]:
     ctx = mp.get_context("spawn")  # children re-import this module (multiprocessing passes sys.path along)
     queue = ctx.Queue()
     port = _free_port()
-    procs = [ctx.Process(target=_worker, args=(rank, port, queue)) for rank in (0, 1)]
+    procs = [ctx.Process(target=_worker, args=(rank, port, queue, losses)) for rank in (0, 1)]
     for p in procs:
         p.start()
     ranks = dict(queue.get(timeout=120) for _ in procs)
     for p in procs:
         p.join(timeout=60)
         assert p.exitcode == 0
-    rank0, rank1 = ranks[0], ranks[1]
+    return ranks[0], ranks[1]
+
+
+def test_normalisers_are_averaged_over_processes():
+    single, num_pos = _losses(with_gt=True)
+    rank0, rank1 = _run_two_ranks(_losses)
     assert num_pos >= 4
     # rank 1 has no GT: mmdetection counts 1 positive for it, so the mean positive count is (num_pos + 1) / 2
     expected_cls = single["loss_cls"] * num_pos / ((num_pos + 1) / 2)
@@ -70,3 +89,13 @@ def test_normalisers_are_averaged_over_processes():
     for name in ("loss_bbox", "loss_dfl"):
         assert rank1[name] == 0 and single[name] > 0
         assert abs(rank0[name] - 2 * single[name]) < 1e-5 * single[name]
+
+
+def test_anchor_head_normalisers_stay_per_process():
+    """mmdetection's SSD (AnchorHead) divides each process's losses by its own sum_i max(num_pos_i, 1): rank 0's
+    losses equal a single process's, although rank 1 has no GT."""
+    single = _ssd_losses(with_gt=True)
+    rank0, rank1 = _run_two_ranks(_ssd_losses)
+    assert single["loss_cls"] > 0 and single["loss_bbox"] > 0 and rank1["loss_bbox"] == 0
+    for name in ("loss_cls", "loss_bbox"):
+        assert abs(rank0[name] - single[name]) < 1e-6 * single[name], (name, rank0[name], single[name])

@@ -53,6 +53,7 @@ def test_priors_are_centred_on_cells_with_per_level_anchor_counts():
     cls_scores, _ = head(feats(1))
     assert [m.shape[1] for m in cls_scores] == [4 * 4, 6 * 4]  # A_l x (C + 1)
     priors = head.priors_for(cls_scores)
+    assert head.priors_for(cls_scores) is priors  # cached per sizes and device
     assert priors.num_per_level == (8 * 8 * 4, 4 * 4 * 6)
     # level 1, cell (x=2, y=1), anchor 3 (ratio 2: h/w = 2, sqrt(w h) = 40)
     index = 8 * 8 * 4 + (1 * 4 + 2) * 6 + 3

@@ -14,6 +14,8 @@ Hooks of a subclass (every consumer -- ``predict``, the losses, ``gfldet.export`
 - ``decode_rows(reg, centers_px, strides, prior_idx)``: boxes in pixels; the default decodes ltrb distances from
   ``decode_distances`` (stride units), an anchor-delta head overrides it; ``decode_priors(reg, priors,
   prior_idx)`` calls it, a head whose anchors do not follow from centre, stride and index (SSD) overrides that;
+- ``level_num_anchors(level)`` / ``decode_level_rows(reg, cells_px, strides, prior_idx, level)``: priors per
+  location and decoding level by level, for the export graph (default: ``num_anchors`` and ``decode_rows``);
 - ``assign``: the assignment of priors to GTs (default: an ATSS-like assigner on the anchors);
 - ``loss``: the losses, from ``build_targets`` and ``flat_logits``.
 """
@@ -63,6 +65,8 @@ class DenseHeadBase(nn.Module):
 
     Subclasses set ``self.assigner`` (used by ``assign``) and ``self.loss_cls`` (``classification_loss``).
     """
+
+    num_pos_over_processes = True  # the loss normaliser is averaged over processes (mmdetection's reduce_mean)
 
     def __init__(self, *, num_classes: int, strides: Sequence[int], octave_base_scale: float,
                  pad_size_divisor: int, test_cfg: PostProcessConfig) -> None:
@@ -180,7 +184,8 @@ class DenseHeadBase(nn.Module):
         prior_valid = self.prior_generator.valid_flags(priors, image_sizes, pad_size_divisor=self.pad_size_divisor)
         boxes, labels, gt_valid = pad_gt_boxes(list(gt_boxes), list(gt_labels))
         assignment = self.assign(priors, boxes, gt_valid, prior_valid)
-        return DenseTargets.build(priors, prior_valid, assignment, boxes, labels, self.num_classes)
+        return DenseTargets.build(priors, prior_valid, assignment, boxes, labels, self.num_classes,
+                                  num_pos_over_processes=self.num_pos_over_processes)
 
     def classification_loss(self, cls_logits: torch.Tensor, targets: DenseTargets,
                             soft_targets: torch.Tensor | None = None,

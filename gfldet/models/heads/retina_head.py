@@ -4,7 +4,8 @@
 ``scales_per_octave x len(ratios)`` anchors per location (RetinaNet: 3 x 3 = 9) of sizes
 ``octave_base_scale * 2^(i / scales_per_octave) * stride`` and height/width ratio r (h = size * sqrt(r),
 w = size / sqrt(r)), centred on the prior centre; max-IoU assignment (0.5 / 0.4); anchor deltas (dx, dy, dw, dh)
-(``anchor_deltas.py``) and an L1 loss on them, normalised by sum_i max(num_pos_i, 1) (mmdetection 3.3).
+(``anchor_deltas.py``) and an L1 loss on them, normalised by sum_i max(num_pos_i, 1) over this process's images
+(mmdetection 3.3's ``AnchorHead``, not averaged over processes).
 
 Output layout (mmdetection's): per level cls logits [N, A*C, H, W] and deltas [N, A*4, H, W], anchor-major channels;
 flattened, prior order is (level, y, x, anchor) with anchors ratio-major. Unlike mmdetection's RetinaHead the shared
@@ -39,6 +40,8 @@ class RetinaHead(DenseHead):
     torchvision BoxCoder's ``weights`` (RetinaNet: 1, 1, 1, 1) and ``bbox_xform_clip`` (log(1000 / 16));
     assigner: MaxIoUAssigner; loss_bbox: L1Loss-like on deltas. Other arguments as DenseHead.
     """
+
+    num_pos_over_processes = False  # mmdetection's AnchorHead normalises by each process's own positives
 
     def __init__(self, *, num_classes: int, in_channels: int, strides: Sequence[int], feat_channels: int,
                  stacked_convs: int, norm_groups: int, init_std: float, prior_prob: float, octave_base_scale: float,
@@ -100,7 +103,7 @@ class RetinaHead(DenseHead):
              gt_labels: Sequence[Tensor], image_sizes: Sequence[tuple[int, int]]) -> dict[str, Tensor]:
         """Training losses (same arguments as GFLHead.loss) -> {'loss_cls', 'loss_bbox'}; ignored anchors
         (IoU between the two thresholds) are left out of the class loss; both losses are normalised by
-        ``targets.num_pos`` (sum_i max(num_pos_i, 1), mmdetection 3.3's RetinaNet)."""
+        ``targets.num_pos`` (sum_i max(num_pos_i, 1) of this process, mmdetection 3.3's RetinaNet)."""
         targets = self.build_targets(cls_scores, gt_boxes, gt_labels, image_sizes)
         cls_logits, deltas = self.flat_logits(cls_scores, bbox_preds)  # [N, P*A, C], [N, P*A, 4]
         pos_deltas, target_deltas, iou = self.deltas.positive_terms(targets, deltas,

@@ -8,7 +8,8 @@ location, in this order: the square of side ``min_size``, the square of side ``s
 each ratio r of the level the boxes of height/width ratio 1/r and r with ``sqrt(w * h) = min_size``: 4 or 6 anchors.
 Assignment: max IoU (0.5 / 0.5), each GT also claiming its best anchor. Losses: softmax cross-entropy on the
 positives and the 3 x num_pos hardest negatives of each image, smooth-L1 (beta 1) on deltas with weights
-(10, 10, 5, 5) (mmdetection's target stds 0.1, 0.1, 0.2, 0.2); both normalised by ``sum_i max(num_pos_i, 1)``.
+(10, 10, 5, 5) (mmdetection's target stds 0.1, 0.1, 0.2, 0.2); both normalised by ``sum_i max(num_pos_i, 1)`` over
+this process's images (mmdetection's ``AnchorHead``: not averaged over processes).
 
 ``quality: {type: joint_qfl}`` replaces the softmax by C sigmoids trained with QFL towards the IoU of each
 positive's decoded box with its GT (over every valid anchor, no mining), the class bias starting at ``prior_prob``
@@ -17,6 +18,7 @@ as in the focal-loss heads. The paper does not detail its SSD + QFL setting; thi
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from typing import Mapping, Sequence
 
 import torch
@@ -28,10 +30,10 @@ from gfldet.config import build_from_cfg
 from gfldet.losses import QualityFocalLoss
 from gfldet.losses.hard_negative_ce import HardNegativeCrossEntropyLoss
 from gfldet.models.heads.anchor_deltas import AnchorDeltas
-from gfldet.models.heads.dense_head import DenseHeadBase
+from gfldet.models.heads.dense_head import DenseHeadBase, flatten_levels
 from gfldet.models.heads.postprocess import PostProcessConfig
 from gfldet.models.heads.quality import QUALITY_OPTIONS, JointQFL, NoQuality, Quality
-from gfldet.models.priors import Priors
+from gfldet.models.priors import Priors, lru_get
 
 __all__ = ["SSDHead", "ssd_anchor_shapes"]
 
@@ -66,6 +68,7 @@ class SSDHead(DenseHeadBase):
     """
 
     per_level_channels = True  # build_detector passes in_channels as a list, one entry per level
+    num_pos_over_processes = False  # mmdetection's AnchorHead normalises by each process's own positives
 
     def __init__(self, *, num_classes: int, in_channels: Sequence[int], strides: Sequence[int],
                  min_sizes: Sequence[float], max_sizes: Sequence[float], ratios: Sequence[Sequence[float]],
@@ -89,12 +92,17 @@ class SSDHead(DenseHeadBase):
                          pad_size_divisor=pad_size_divisor, test_cfg=test_cfg)
         self.option, self.assigner, self.loss_cls, self.loss_bbox = option, assigner, loss_cls, loss_bbox
         self.deltas = AnchorDeltas(weights=delta_weights, clip=delta_clip)
-        self.anchor_shapes = [ssd_anchor_shapes(lo, hi, r) for lo, hi, r in zip(min_sizes, max_sizes, ratios)]
+        shapes = [ssd_anchor_shapes(lo, hi, r) for lo, hi, r in zip(min_sizes, max_sizes, ratios)]
+        self.anchors_per_level = [len(s) for s in shapes]
+        # (w, h) px of every level's anchors, zero-padded to [L, max A_l, 2]: a buffer, so it follows .to(device)
+        self.register_buffer("anchor_wh", torch.nn.utils.rnn.pad_sequence(shapes, batch_first=True),
+                             persistent=False)
+        self._priors_cache: OrderedDict = OrderedDict()
         self.cls_channels = num_classes if option.soft_cls_target else num_classes + 1
-        self.cls_convs = nn.ModuleList(nn.Conv2d(c, len(a) * self.cls_channels, 3, padding=1)
-                                       for c, a in zip(in_channels, self.anchor_shapes))
-        self.reg_convs = nn.ModuleList(nn.Conv2d(c, len(a) * 4, 3, padding=1)
-                                       for c, a in zip(in_channels, self.anchor_shapes))
+        self.cls_convs = nn.ModuleList(nn.Conv2d(c, a * self.cls_channels, 3, padding=1)
+                                       for c, a in zip(in_channels, self.anchors_per_level))
+        self.reg_convs = nn.ModuleList(nn.Conv2d(c, a * 4, 3, padding=1)
+                                       for c, a in zip(in_channels, self.anchors_per_level))
         for conv in self.modules():
             if isinstance(conv, nn.Conv2d):
                 nn.init.xavier_uniform_(conv.weight)
@@ -105,7 +113,14 @@ class SSDHead(DenseHeadBase):
 
     @property
     def num_anchors(self) -> int:
-        raise AttributeError("SSDHead has a different number of anchors per level: see anchor_shapes")
+        """Not defined: A_l differs from level to level (``level_num_anchors``). An AttributeError (which
+        ``nn.Module`` reports as a missing attribute) rather than another error: ``torch.jit`` probes properties."""
+        raise AttributeError("SSDHead has a different number of anchors per level: see level_num_anchors")
+
+    @property
+    def anchor_shapes(self) -> list[Tensor]:
+        """Per level the anchors' (w, h) [A_l, 2] px, on the head's device."""
+        return [wh[:a] for wh, a in zip(self.anchor_wh, self.anchors_per_level)]
 
     def forward(self, feats: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
         """feats: per level [N, in_channels[l], H_l, W_l] -> (cls logits [N, A_l * K, H_l, W_l] per level, K = C + 1
@@ -116,26 +131,29 @@ class SSDHead(DenseHeadBase):
                 [conv(f).float() for conv, f in zip(self.reg_convs, feats)])
 
     def priors_for(self, maps: Sequence[Tensor]) -> Priors:
-        """The anchors of every level, [sum_l H_l W_l A_l] priors in (level, y, x, anchor) order. As mmdetection, an
-        anchor is its base box around (s/2, s/2) shifted by (x s, y s) (same float arithmetic)."""
-        base = super().priors_for(maps)
-        counts = [len(shapes) for shapes in self.anchor_shapes]
+        """The anchors of every level, [sum_l H_l W_l A_l] priors in (level, y, x, anchor) order (cached per sizes
+        and device, as the base priors)."""
+        key = (tuple(tuple(m.shape[-2:]) for m in maps), maps[0].device)
+        return lru_get(self._priors_cache, key, lambda: self._anchor_priors(super(SSDHead, self).priors_for(maps)),
+                       size=self.prior_generator.cache_size)
+
+    def _anchor_priors(self, base: Priors) -> Priors:
+        """One-prior-per-cell ``base`` priors -> SSD's anchors (see ``_anchors``)."""
+        counts = self.anchors_per_level
         grid = torch.cat([g.repeat_interleave(a, dim=0) for g, a in zip(base.grid_xy.split(base.num_per_level), counts)])
         strides = torch.cat([s.repeat_interleave(a) for s, a in zip(base.strides.split(base.num_per_level), counts)])
-        half_wh = 0.5 * torch.cat([shapes.to(strides).repeat(n, 1)
-                                   for shapes, n in zip(self.anchor_shapes, base.num_per_level)])  # [P, 2]
-        center_in_cell = 0.5 * strides[:, None]
-        shift = grid.to(strides.dtype) * strides[:, None]
-        anchors = torch.cat([center_in_cell - half_wh, center_in_cell + half_wh], dim=1) + shift.repeat(1, 2)
-        return Priors(centers_px=shift + center_in_cell, anchors_px=anchors, strides=strides, grid_xy=grid,
+        wh = torch.cat([shapes.to(strides).repeat(n, 1) for shapes, n in zip(self.anchor_shapes, base.num_per_level)])
+        cells = grid.to(strides.dtype) * strides[:, None]
+        return Priors(centers_px=cells + 0.5 * strides[:, None], anchors_px=_anchors(cells, strides, wh),
+                      strides=strides, grid_xy=grid,
                       num_per_level=tuple(n * a for n, a in zip(base.num_per_level, counts)),
                       level_grids=base.level_grids)
 
     def flat_logits(self, cls_scores: Sequence[Tensor], bbox_preds: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
         """Per-level outputs (all levels, or any subset in order) -> cls logits [N, P, K] and deltas [N, P, 4],
         float32, P in prior order: with K channels per prior whatever A_l, no level needs to be known."""
-        return (torch.cat([_rows(m, self.cls_channels) for m in cls_scores], dim=1).float(),
-                torch.cat([_rows(m, 4) for m in bbox_preds], dim=1).float())
+        return (torch.cat([flatten_levels([m], m.shape[1] // self.cls_channels) for m in cls_scores], dim=1).float(),
+                torch.cat([flatten_levels([m], m.shape[1] // 4) for m in bbox_preds], dim=1).float())
 
     def class_probabilities(self, cls_logits: Tensor) -> Tensor:
         """[N, P, K] -> [N, P, C]: the softmax without its background column, or the QFL sigmoids."""
@@ -151,16 +169,14 @@ class SSDHead(DenseHeadBase):
         return self.deltas.decode(reg, priors.anchors_px[prior_idx])
 
     def level_num_anchors(self, level: int) -> int:
-        return len(self.anchor_shapes[level])
+        return self.anchors_per_level[level]
 
     def decode_level_rows(self, reg: Tensor, cells_px: Tensor, strides: Tensor, prior_idx: Tensor,
                           level: int) -> Tensor:
         """The export graph's decoding: the anchor of each prior rebuilt from its cell origin ``cells_px`` [..., 2]
         px, stride [...] and index within the level [...] (anchor = index modulo A_l), as ``priors_for`` does."""
-        half_wh = 0.5 * self.anchor_shapes[level].to(reg)[prior_idx % len(self.anchor_shapes[level])]
-        center_in_cell = 0.5 * strides[..., None]
-        anchors = torch.cat([center_in_cell - half_wh, center_in_cell + half_wh], dim=-1)
-        return self.deltas.decode(reg, anchors + torch.cat([cells_px, cells_px], dim=-1))
+        wh = self.anchor_shapes[level].to(reg)[prior_idx % self.anchors_per_level[level]]
+        return self.deltas.decode(reg, _anchors(cells_px, strides, wh))
 
     def assign(self, priors: Priors, gt_boxes: Tensor, gt_valid: Tensor, prior_valid: Tensor) -> AssignResult:
         """Max-IoU assignment of the anchors."""
@@ -182,6 +198,10 @@ class SSDHead(DenseHeadBase):
         return {"loss_cls": loss_cls, "loss_bbox": self.loss_bbox(pos_deltas, target_deltas, avg_factor=targets.num_pos)}
 
 
-def _rows(level_map: Tensor, channels: int) -> Tensor:
-    """A level's map [N, A * channels, H, W] (anchor-major) -> [N, H * W * A, channels] in (y, x, anchor) order."""
-    return level_map.permute(0, 2, 3, 1).reshape(level_map.shape[0], -1, channels)
+
+def _anchors(cells_px: Tensor, strides: Tensor, wh: Tensor) -> Tensor:
+    """Anchors [..., 4] xyxy px of cells with origins [..., 2] (x s, y s) px, strides [...] and anchor sizes (w, h)
+    [..., 2] px: centred on the cell centre, computed as mmdetection's (base box around (s/2, s/2), then shifted by
+    the cell origin) so that the floats agree bit for bit."""
+    center_in_cell, half_wh = 0.5 * strides[..., None], 0.5 * wh
+    return torch.cat([center_in_cell - half_wh, center_in_cell + half_wh], dim=-1) + torch.cat([cells_px] * 2, dim=-1)

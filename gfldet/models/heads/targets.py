@@ -4,7 +4,8 @@
 boxes, prior centres and ltrb distances (pixels and *stride units* of the prior's level) and the normaliser of the
 classification loss; ``scatter`` puts per-positive soft class targets (e.g. the IoU of QFL) back on the [N, P] grid.
 
-Normalisers (each averaged over processes when torch.distributed is initialised, as mmdetection's ``reduce_mean``):
+Normalisers (averaged over processes when torch.distributed is initialised, as mmdetection's ``reduce_mean`` in
+GFL / ATSS / FCOS; the anchor heads' one stays per process, as mmdetection's ``AnchorHead``: RetinaNet, SSD):
 - classification: ``sum_i max(num_pos_i, 1)`` over the images (mmdetection 3.3's ``SamplingResult.avg_factor``), at
   least 1 -- an image without GT counts as one positive;
 - box losses: the summed per-positive weight, at least 1 (``weight_normaliser``).
@@ -33,10 +34,11 @@ def mean_over_processes(value: Tensor) -> Tensor:
     return value
 
 
-def positive_normaliser(positive: Tensor) -> Tensor:
-    """positive [N, P] bool -> float32 scalar ``sum_i max(num_pos_i, 1)``, averaged over processes, at least 1."""
-    per_image = positive.sum(dim=1).clamp(min=1)
-    return mean_over_processes(per_image.sum().to(torch.float32)).clamp(min=1)
+def positive_normaliser(positive: Tensor, *, over_processes: bool = True) -> Tensor:
+    """positive [N, P] bool -> float32 scalar ``sum_i max(num_pos_i, 1)``, at least 1; averaged over processes
+    unless ``over_processes`` is false."""
+    total = positive.sum(dim=1).clamp(min=1).sum().to(torch.float32)
+    return (mean_over_processes(total) if over_processes else total).clamp(min=1)
 
 
 def weight_normaliser(weight: Tensor) -> Tensor:
@@ -76,8 +78,9 @@ class DenseTargets:
 
     @classmethod
     def build(cls, priors: Priors, prior_valid: Tensor, assignment: AssignResult, gt_boxes: Tensor,
-              gt_labels: Tensor, num_classes: int) -> "DenseTargets":
-        """From padded GTs (gt_boxes [N, G, 4] xyxy px, gt_labels [N, G] int64) and their assignment."""
+              gt_labels: Tensor, num_classes: int, *, num_pos_over_processes: bool = True) -> "DenseTargets":
+        """From padded GTs (gt_boxes [N, G, 4] xyxy px, gt_labels [N, G] int64) and their assignment;
+        ``num_pos_over_processes``: see ``positive_normaliser``."""
         pos_img, pos_prior = assignment.positive.nonzero(as_tuple=True)
         strides = priors.strides[pos_prior][:, None]
         boxes_px = assignment.gather(gt_boxes, fill=0)[pos_img, pos_prior]
@@ -86,7 +89,7 @@ class DenseTargets:
         return cls(priors=priors, prior_valid=prior_valid, assignment=assignment,
                    labels=assignment.gather(gt_labels, fill=num_classes), pos_img=pos_img, pos_prior=pos_prior,
                    gt_boxes_px=boxes_px, strides=strides, centers=centers, target_boxes=target_boxes,
-                   target_ltrb=bbox2distance(centers, target_boxes), num_pos=positive_normaliser(assignment.positive))
+                   target_ltrb=bbox2distance(centers, target_boxes), num_pos=positive_normaliser(assignment.positive, over_processes=num_pos_over_processes))
 
     def positives(self, values: Tensor) -> Tensor:
         """Per-prior values [N, P, ...] -> the positives' rows [M, ...]."""
