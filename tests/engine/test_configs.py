@@ -5,12 +5,14 @@ import pytest
 import torch
 
 from gfldet.config import ConfigError, check_keys, load_config
+from gfldet.data.transforms import build_transform
 from gfldet.engine.launch import EVALUATION_KEYS, check_sections, check_train_section, compile_mode
 from gfldet.engine.optim import build_optimizer
 from gfldet.engine.schedules import build_lr_scheduler
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-ENGINE_CONFIGS = sorted([*CONFIGS.glob("gfl/*.yaml"), *CONFIGS.glob("bccd/*.yaml"), *CONFIGS.glob("quickstart/*.yaml")])
+ENGINE_CONFIGS = sorted([*CONFIGS.glob("gfl/*.yaml"), *CONFIGS.glob("ssd/*.yaml"), *CONFIGS.glob("bccd/*.yaml"),
+                         *CONFIGS.glob("quickstart/*.yaml")])
 ALL_EXPERIMENT_CONFIGS = sorted([*ENGINE_CONFIGS, *CONFIGS.glob("atss/*.yaml"), *CONFIGS.glob("ablations/*.yaml")])
 
 
@@ -33,6 +35,22 @@ def test_config_sections_validate(path):
     check_keys(cfg.evaluation, EVALUATION_KEYS, where="evaluation")
     optimizer = build_optimizer(torch.nn.Linear(2, 2), cfg.optimizer, total_batch_size=16)
     build_lr_scheduler(optimizer, cfg.train.lr_schedule, iters_per_epoch=10, max_iters=100)
+
+
+@pytest.mark.parametrize("size", [512, 300])
+def test_ssd_recipes_are_mmdetection_s(size):
+    """mmdetection's ssd{300,512}_coco.py: SGD 2e-3 for 64 images, 24 epochs of RepeatDataset(5) = 120 epochs with
+    steps at 16 and 22 x 5, warmup 500 iterations; caffe-style input; train/test resized to size x size."""
+    cfg = load_config(CONFIGS / f"ssd/ssd{size}_coco.yaml")
+    opt, train = cfg.optimizer, cfg.train
+    assert (opt.type, opt.lr, opt.momentum, opt.weight_decay, opt.base_batch_size) == ("SGD", 0.002, 0.9, 0.0005, 64)
+    assert (train.max_epochs, train.lr_schedule.milestones, train.lr_schedule.warmup_iters) == (120, [80, 110], 500)
+    assert train.eval_interval == 5 and train.grad_clip is None
+    assert (cfg.data.mean, cfg.data.std, cfg.data.size_divisor) == ([123.675, 116.28, 103.53], [1.0, 1.0, 1.0], 1)
+    for split in ("train", "val", "test"):
+        resize = [t for t in cfg.data[split].transforms if t.type == "Resize"]
+        assert resize[0].to_dict() == {"type": "Resize", "scale": [size, size], "keep_ratio": False}
+        build_transform(cfg.data[split].transforms)
 
 
 def test_1x_and_2x_recipes():
