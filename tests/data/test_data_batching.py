@@ -14,7 +14,8 @@ NORM = {"size_divisor": 32, "mean": [1.0, 2.0, 4.0], "std": [2.0, 2.0, 2.0]}   #
 
 def _sample(h, w, num_boxes=1, image_id=0):
     return Sample(image=torch.full((3, h, w), 7, dtype=torch.uint8), boxes=torch.ones(num_boxes, 4),
-                  labels=torch.zeros(num_boxes, dtype=torch.int64), ignore_boxes=torch.zeros(0, 4), image_id=image_id, file_name=f"{image_id}.jpg",
+                  labels=torch.zeros(num_boxes, dtype=torch.int64), ignore_boxes=torch.zeros(0, 4), image_id=image_id,
+                  file_name=f"{image_id}.jpg",
                   image_size=(h, w), original_size=(h * 2, w * 2), scale_factor=(0.5, 0.5))
 
 

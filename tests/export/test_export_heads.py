@@ -1,6 +1,7 @@
 """Export of the heads other than GFL: RetinaNet (9 anchors per location, anchor deltas), ATSS with a quality
-branch (score = sigmoid(cls) x sigmoid(quality)) and SSD (4 or 6 anchors per location, softmax scores). The decoded view equals the head's own scores and decoder, and the
-traced / ONNX detections view reproduces ``Detector.predict``."""
+branch (score = sigmoid(cls) x sigmoid(quality)) and SSD (4 or 6 anchors per location, softmax scores). The decoded
+view equals the head's own scores and decoder, and the traced / ONNX detections view reproduces
+``Detector.predict``."""
 from __future__ import annotations
 
 import math

@@ -140,7 +140,8 @@ class SSDHead(DenseHeadBase):
     def _anchor_priors(self, base: Priors) -> Priors:
         """One-prior-per-cell ``base`` priors -> SSD's anchors (see ``_anchors``)."""
         counts = self.anchors_per_level
-        grid = torch.cat([g.repeat_interleave(a, dim=0) for g, a in zip(base.grid_xy.split(base.num_per_level), counts)])
+        grid = torch.cat([g.repeat_interleave(a, dim=0)
+                          for g, a in zip(base.grid_xy.split(base.num_per_level), counts)])
         strides = torch.cat([s.repeat_interleave(a) for s, a in zip(base.strides.split(base.num_per_level), counts)])
         wh = torch.cat([shapes.to(strides).repeat(n, 1) for shapes, n in zip(self.anchor_shapes, base.num_per_level)])
         cells = grid.to(strides.dtype) * strides[:, None]
@@ -195,7 +196,8 @@ class SSDHead(DenseHeadBase):
             loss_cls = self.loss_cls(cls_logits, targets.labels, eligible, avg_factor=targets.num_pos)
         else:
             loss_cls = self.classification_loss(cls_logits, targets, targets.scatter(iou), weight=eligible)
-        return {"loss_cls": loss_cls, "loss_bbox": self.loss_bbox(pos_deltas, target_deltas, avg_factor=targets.num_pos)}
+        loss_bbox = self.loss_bbox(pos_deltas, target_deltas, avg_factor=targets.num_pos)
+        return {"loss_cls": loss_cls, "loss_bbox": loss_bbox}
 
 
 

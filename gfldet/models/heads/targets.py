@@ -86,10 +86,11 @@ class DenseTargets:
         boxes_px = assignment.gather(gt_boxes, fill=0)[pos_img, pos_prior]
         centers = priors.centers_px[pos_prior] / strides
         target_boxes = boxes_px / strides
+        num_pos = positive_normaliser(assignment.positive, over_processes=num_pos_over_processes)
         return cls(priors=priors, prior_valid=prior_valid, assignment=assignment,
                    labels=assignment.gather(gt_labels, fill=num_classes), pos_img=pos_img, pos_prior=pos_prior,
                    gt_boxes_px=boxes_px, strides=strides, centers=centers, target_boxes=target_boxes,
-                   target_ltrb=bbox2distance(centers, target_boxes), num_pos=positive_normaliser(assignment.positive, over_processes=num_pos_over_processes))
+                   target_ltrb=bbox2distance(centers, target_boxes), num_pos=num_pos)
 
     def positives(self, values: Tensor) -> Tensor:
         """Per-prior values [N, P, ...] -> the positives' rows [M, ...]."""
