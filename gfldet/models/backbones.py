@@ -19,7 +19,8 @@ from torch import nn
 from torchvision.models import resnet as tv_resnet
 from torchvision.ops import deform_conv2d
 
-__all__ = ["ResNet", "TimmBackbone", "DeformConv2d", "load_pretrained_state_dict", "load_matching_state_dict"]
+__all__ = ["ResNet", "TimmBackbone", "DeformConv2d", "download_torchvision_weights", "load_pretrained_state_dict",
+           "load_matching_state_dict"]
 
 # depth -> (block, blocks per stage)
 _RESNET_ARCHS = {
@@ -112,7 +113,7 @@ def load_matching_state_dict(module: nn.Module, state: dict[str, torch.Tensor], 
         raise ValueError(f"{what}: pretrained weights do not match the architecture: {err}") from None
 
 
-def _download_torchvision_weights(weights, *, what: str) -> dict[str, torch.Tensor]:
+def download_torchvision_weights(weights, *, what: str) -> dict[str, torch.Tensor]:
     try:
         return weights.get_state_dict(progress=False, check_hash=True)
     except (URLError, OSError, RuntimeError) as err:
@@ -185,7 +186,7 @@ class ResNet(nn.Module):
                 hint = _OTHER_IMAGENET_WEIGHTS.get((self.depth, self.groups, self.width_per_group), "")
                 raise ValueError(f"{what}: torchvision has no ImageNet weights for this architecture; set "
                                   f"backbone.pretrained to the path of a local state dict{hint}")
-            state = _download_torchvision_weights(weights, what=what)
+            state = download_torchvision_weights(weights, what=what)
         else:
             state = load_pretrained_state_dict(pretrained, what=what)
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}

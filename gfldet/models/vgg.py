@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torchvision.models import vgg as tv_vgg
 
-from gfldet.models.backbones import _download_torchvision_weights, load_matching_state_dict, load_pretrained_state_dict
+from gfldet.models.backbones import download_torchvision_weights, load_matching_state_dict, load_pretrained_state_dict
 
 __all__ = ["SSDVGG"]
 
@@ -92,7 +92,7 @@ class SSDVGG(nn.Module):
     def _load_pretrained(self, pretrained: bool | str) -> None:
         what = "pretrained (SSDVGG)"
         if pretrained is True or pretrained == "torchvision":
-            state = _download_torchvision_weights(tv_vgg.VGG16_Weights.IMAGENET1K_FEATURES, what=what)
+            state = download_torchvision_weights(tv_vgg.VGG16_Weights.IMAGENET1K_FEATURES, what=what)
         else:
             state = load_pretrained_state_dict(pretrained, what=what)
         if any(k.startswith("backbone.") for k in state):  # a detector checkpoint: its backbone part
