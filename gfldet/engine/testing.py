@@ -151,6 +151,9 @@ def infer_images(cfg: Config, checkpoint: str | Path, paths: Sequence[str | Path
 
     device = setup_device(cfg.train, distributed=False)
     model, meta = load_detector(cfg, checkpoint, device)
+    if show_dist and not hasattr(model.head, "reg_max"):
+        raise GfldetError(f"--show-dist draws GFL's learned box distributions; {type(model.head).__name__} "
+                          f"(model.head.type {cfg.model.head.type}) predicts none: leave --show-dist out")
     class_names = meta.get("class_names") or [str(i) for i in range(cfg.model.num_classes)]
     transform = build_transform(cfg.data.test.transforms, where="data.test.transforms")
     out_dir = Path(out_dir)

@@ -12,6 +12,8 @@ from gfldet.engine.testing import _write_error_analysis, load_detector
 from gfldet.models import build_detector
 from tests.models.conftest import BASE_CONFIG, SMALL
 
+QUICKSTART = BASE_CONFIG.parents[2] / "quickstart/gfl_r18_synthetic.yaml"
+
 
 def test_load_detector_never_loads_imagenet_weights(tmp_path):
     # The COCO configs say `pretrained: torchvision`; evaluating a checkpoint must not download (or read) ImageNet
@@ -26,6 +28,20 @@ def test_load_detector_never_loads_imagenet_weights(tmp_path):
     with torch.no_grad():
         expected = trained.eval().raw_outputs(images)[0][0]
         torch.testing.assert_close(model.raw_outputs(images)[0][0], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_show_dist_of_a_head_without_distributions_is_refused_before_any_output(tmp_path, monkeypatch):
+    from gfldet.engine import testing
+    from gfldet.errors import GfldetError
+
+    cfg = load_config(QUICKSTART)
+    model = build_detector(cfg.model)
+    del model.head.reg_max  # as the RetinaNet / SSD / Dirac ablation heads
+    monkeypatch.setattr(testing, "load_detector", lambda *args: (model, {}))
+    with pytest.raises(GfldetError, match="--show-dist draws GFL's learned box distributions; GFLHead"):
+        testing.infer_images(cfg, "unused.pth", [tmp_path / "missing.jpg"], out_dir=tmp_path / "out", score_thr=0.3,
+                             show_dist=2)
+    assert not (tmp_path / "out").exists()
 
 
 def _reject(constant: str):
