@@ -176,12 +176,23 @@ def _backbone_strides(backbone_cfg) -> list[int]:
     return list(build_from_cfg(backbone_cfg, BACKBONES).strides)
 
 
+def _has_gfl_targets(model) -> bool:
+    """An FPN model whose head regresses distances over bins {0..reg_max} of ATSS positives (GFL, its ablations)."""
+    head = model.head
+    return ("num_outs" in model.neck and "reg_max" in head and "octave_base_scale" in head
+            and (head.get("assigner") or {}).get("type") == "atss")
+
+
 def _model_settings(cfg, args) -> tuple[list[int], int, float, int]:
     """(strides, reg_max, octave_base_scale, atss topk) from the config's model section, or from the default
     GFL model config when the config has none; --strides / --reg-max override."""
     model = cfg.get("model")
     if not model or "neck" not in model or "head" not in model:
         print(f"(no model section in {args.config}: using {DEFAULT_MODEL_CONFIG.name})")
+        model = load_config(DEFAULT_MODEL_CONFIG).model
+    elif not _has_gfl_targets(model):
+        print(f"(model.head.type {model.head.get('type')} of {args.config} has no ATSS distance targets over bins: "
+              f"using the GFL settings of {DEFAULT_MODEL_CONFIG.name}; the box histograms do not depend on it)")
         model = load_config(DEFAULT_MODEL_CONFIG).model
     if args.strides:
         strides = args.strides

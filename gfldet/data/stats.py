@@ -1,7 +1,7 @@
 """``gfldet data stats``: box size / aspect histograms and how much ``reg_max`` would clip ATSS targets.
 
 Boxes are measured in the training resolution: each image is resized by the training transform's keep-ratio
-rule (for ``RandomResize`` a scale is drawn per image with a fixed seed). Positives are computed with the real
+rule (for ``RandomResize`` a scale is drawn per image with a fixed seed) or to its fixed size (SSD). Positives are computed with the real
 batched ATSS assigner (``gfldet.assigners.ATSSAssigner``, the config's ``topk``) on the real priors
 (``gfldet.models.priors.PriorGenerator``), one image at a time, without batch padding. For each positive prior
 the four target distances from its centre to the GT sides are measured in stride units of its level; a
@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
+import albumentations as A
 import numpy as np
 import torch
 
@@ -48,7 +49,11 @@ class BoxStats:
 
 
 def _training_scale(dataset: CocoDetection):
-    """record -> (sx, sy) of the training transform's keep-ratio resize (a fixed-seed draw for RandomResize)."""
+    """record -> (sx, sy) of the training transform's resize: keep-ratio (a fixed-seed draw for RandomResize) or to a
+    fixed size (SSD's; its random zoom and crop before it are not simulated)."""
+    fixed = next((s for s in dataset.transform.steps if isinstance(s, A.Resize)), None)
+    if fixed is not None:
+        return lambda record: (fixed.width / record.width, fixed.height / record.height)
     resize = next((s for s in dataset.transform.steps if isinstance(s, KeepRatioResize)), None)
     if resize is None:
         return lambda record: (1.0, 1.0)

@@ -89,3 +89,14 @@ def test_browse_out_must_be_a_folder(synth_config, tmp_path, capsys):
     (tmp_path / "file").write_text("")
     assert main(["data", "browse", str(synth_config), "--out", str(tmp_path / "file")]) == 1
     assert "exists and is not a directory" in capsys.readouterr().err
+
+
+def test_stats_of_an_ssd_config_uses_gfl_settings_and_the_fixed_training_size(synth_config, tmp_path, capsys):
+    config = tmp_path / "ssd.yaml"
+    config.write_text(f"_base_:\n  - {REPO / 'configs/ssd/ssd300_coco.yaml'}\n  - {synth_config}\n"
+                      "model:\n  backbone:\n    pretrained: false\n"
+                      "data:\n  train:\n    transforms:\n      - {type: Resize, scale: [300, 150], keep_ratio: false}\n")
+    assert main(["data", "stats", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "model.head.type ssd" in out and "using the GFL settings of gfl_r50_fpn.yaml" in out
+    assert "reg_max  16" in out

@@ -27,6 +27,15 @@ def test_boxes_are_measured_at_training_scale_and_distances_in_stride_units(tmp_
     assert 0 < sides <= priors <= 1
 
 
+def test_fixed_size_resize_measures_boxes_at_that_size(tmp_path):
+    ann = write_coco(tmp_path, [(1, 200, 100)], [{"image_id": 1, "category_id": 1, "bbox": [10, 20, 40, 30]}])
+    cfg = data_cfg({"ann_file": str(ann), "img_dir": str(tmp_path),
+                    "transforms": [{"type": "Resize", "scale": [300, 300], "keep_ratio": False}]})
+    stats = collect_box_stats(build_dataset(cfg, "train"), strides=STRIDES, octave_base_scale=8, topk=9)
+    # a 100 px wide, 200 px high image: x3 in width, x1.5 in height
+    np.testing.assert_allclose(stats.widths, [120]) and np.testing.assert_allclose(stats.heights, [45])
+
+
 def test_small_box_needs_small_reg_max(tmp_path):
     stats = _stats(tmp_path, [100, 100, 12, 12])          # 24 px after resize: level P3 (stride 8)
     # priors at 208 and 216 px inside [200, 224]: distances (208 - 200) / 8 = 1 and (224 - 208) / 8 = 2
