@@ -77,10 +77,15 @@ class DecodedOutputs(RawOutputs):
         for level, (cls_map, reg_map) in enumerate(zip(cls_scores, bbox_preds)):
             level_scores, factors, reg = head.flat_outputs([cls_map], [reg_map])  # [N, P_l, C], [N, P_l], [N, P_l, R]
             scores.append(level_scores if factors is None else level_scores * factors[..., None])
-            cells, strides = level_priors(cls_map, head.prior_generator.strides[level], head.level_num_anchors(level))
+            cells, strides = self._level_priors(cls_map, level)
             prior_idx = torch.arange(strides.shape[0], device=strides.device)
             boxes.append(head.decode_level_rows(reg, cells, strides, prior_idx, level))
         return torch.cat(scores, dim=1), torch.cat(boxes, dim=1)
+
+    def _level_priors(self, level_map: torch.Tensor, level: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``level_priors`` of pyramid level ``level`` with the head's stride and priors per location there."""
+        head = self.detector.head
+        return level_priors(level_map, head.prior_generator.strides[level], head.level_num_anchors(level))
 
 
 class Detections(DecodedOutputs):
@@ -101,7 +106,7 @@ class Detections(DecodedOutputs):
             prior, label, score = self._candidates(level_scores[0], nms_pre=cfg.nms_pre, score_thr=cfg.score_thr)
             if level_factors is not None:
                 score = score * level_factors[0][prior]
-            cells, strides = level_priors(cls_map, head.prior_generator.strides[level], head.level_num_anchors(level))
+            cells, strides = self._level_priors(cls_map, level)
             boxes.append(head.decode_level_rows(level_reg[0][prior], cells[prior], strides[prior], prior, level))
             scores.append(score)
             labels.append(label)

@@ -270,6 +270,7 @@ def test_retina_anchors_layout():
     cls, reg = head(features())
     assert cls[0].shape[1] == 9 * CLASSES and reg[0].shape[1] == 36
     priors = head.priors_for(cls)
+    assert head.priors_for(cls) is priors  # cached per sizes and device
     assert priors.anchors_px.shape[0] == 9 * sum(c.shape[2] * c.shape[3] for c in cls)
     first = priors.anchors_px[:9]  # level 0, cell (0, 0): centred at (0, 0), stride 8
     wh = first[:, 2:] - first[:, :2]

@@ -14,6 +14,7 @@ DenseHead multiplies the regression output by a learnable per-level scale (initi
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import replace
 from typing import Mapping, Sequence
 
@@ -27,7 +28,7 @@ from gfldet.models.heads.anchor_deltas import AnchorDeltas
 from gfldet.models.heads.dense_head import DenseHead
 from gfldet.models.heads.postprocess import PostProcessConfig
 from gfldet.models.heads.quality import QUALITY_OPTIONS, Quality
-from gfldet.models.priors import Priors
+from gfldet.models.priors import Priors, lru_get
 
 __all__ = ["RetinaHead"]
 
@@ -66,6 +67,7 @@ class RetinaHead(DenseHead):
         root = torch.tensor([math.sqrt(r) for r in ratios])[:, None]  # [R, 1]
         half_wh = 0.5 * torch.stack([sizes / root, sizes * root], dim=-1).reshape(-1, 2)  # [A, 2] (w, h) / stride
         self.register_buffer("anchor_half_wh", half_wh, persistent=False)
+        self._priors_cache: OrderedDict = OrderedDict()
 
     @property
     def num_anchors(self) -> int:
@@ -78,8 +80,14 @@ class RetinaHead(DenseHead):
         return torch.cat([centers_px - half, centers_px + half], dim=-1)
 
     def priors_for(self, maps: Sequence[Tensor]) -> Priors:
-        """A anchors per location: [P * A] priors in (level, y, x, anchor) order."""
-        base = super().priors_for(maps)
+        """A anchors per location: [P * A] priors in (level, y, x, anchor) order (cached per sizes and device, as the
+        base priors)."""
+        key = (tuple(tuple(m.shape[-2:]) for m in maps), maps[0].device)
+        return lru_get(self._priors_cache, key, lambda: self._anchor_priors(super(RetinaHead, self).priors_for(maps)),
+                       size=self.prior_generator.cache_size)
+
+    def _anchor_priors(self, base: Priors) -> Priors:
+        """One-prior-per-cell ``base`` priors -> A anchors per cell."""
         a = self.num_anchors
         centers, strides = base.centers_px.repeat_interleave(a, dim=0), base.strides.repeat_interleave(a)
         anchors = self.anchor_boxes(centers, strides, torch.arange(len(strides), device=strides.device))
