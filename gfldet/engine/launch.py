@@ -31,7 +31,7 @@ from gfldet.engine.logging import LOG_FILE, TENSORBOARD_DIR, TrainLogger
 from gfldet.engine.optim import build_optimizer, check_optimizer
 from gfldet.engine.reproducibility import seed_everything, set_deterministic
 from gfldet.engine.schedules import build_lr_scheduler, check_lr_schedule
-from gfldet.engine.trainer import Trainer
+from gfldet.engine.trainer import Trainer, steps_per_epoch
 
 __all__ = ["check_sections", "check_train_section", "CONFIG_SECTIONS", "TRAIN_KEYS", "EVALUATION_KEYS",
            "COMPILE_MODES", "compile_mode",
@@ -39,8 +39,9 @@ __all__ = ["check_sections", "check_train_section", "CONFIG_SECTIONS", "TRAIN_KE
 
 TRAIN_KEYS = ("max_epochs", "max_iters", "eval_interval", "checkpoint_interval", "seed", "deterministic", "amp",
               "channels_last", "grad_clip", "ema", "keep_last", "log_interval", "max_nan_steps", "lr_schedule",
-              "sync_bn", "find_unused_parameters", "device", "tensorboard", "cpu_allocator", "compile", "winograd")
-OPTIONAL_TRAIN_KEYS = ("max_epochs", "max_iters", "cpu_allocator", "compile", "winograd")
+              "sync_bn", "find_unused_parameters", "device", "tensorboard", "cpu_allocator", "compile", "winograd",
+              "accumulate")
+OPTIONAL_TRAIN_KEYS = ("max_epochs", "max_iters", "cpu_allocator", "compile", "winograd", "accumulate")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 EVALUATION_KEYS = ("backend",)
 DEVICES = ("auto", "cpu", "cuda")
@@ -172,6 +173,7 @@ def check_train_section(cfg: Config) -> Config:
         tcfg.get_int(key, low=0)
     for key in ("log_interval", "max_nan_steps"):
         tcfg.get_int(key, low=1)
+    tcfg.accumulate = tcfg.get_int("accumulate", low=1) if "accumulate" in tcfg else 1
     for key in ("deterministic", "sync_bn", "find_unused_parameters", "tensorboard"):
         tcfg.get_bool(key)
     if tcfg.amp is False:
@@ -221,11 +223,11 @@ def train(cfg: Config, *, work_dir: str | Path, resume: str | Path | None = None
     fill_num_classes(cfg, dataset=dataset)
     model = _build_model(cfg, device=device, load_from=load_from)
     optimizer = build_optimizer(model, cfg.optimizer,
-                                total_batch_size=world_size * train_loader.batch_sampler.batch_size)
+                                total_batch_size=world_size * train_loader.batch_sampler.batch_size * tcfg.accumulate)
     if world_size > 1:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                         find_unused_parameters=tcfg.find_unused_parameters)
-    iters_per_epoch = len(train_loader)
+    iters_per_epoch = steps_per_epoch(len(train_loader), tcfg.accumulate)
     max_iters, by_epoch = schedule_length(tcfg, iters_per_epoch)
     logger = TrainLogger(work_dir=work_dir, enabled=is_main_process(), max_iters=max_iters,
                          log_interval=tcfg.log_interval, tensorboard=tcfg.tensorboard)
@@ -235,7 +237,7 @@ def train(cfg: Config, *, work_dir: str | Path, resume: str | Path | None = None
         model=model, optimizer=optimizer, train_loader=train_loader, device=device,
         lr_scheduler=build_lr_scheduler(optimizer, tcfg.lr_schedule, iters_per_epoch=iters_per_epoch,
                                         max_iters=max_iters),
-        max_iters=max_iters, iters_per_epoch=iters_per_epoch, by_epoch=by_epoch,
+        max_iters=max_iters, accumulate=tcfg.accumulate, by_epoch=by_epoch,
         eval_interval=tcfg.eval_interval, checkpoint_interval=tcfg.checkpoint_interval,
         evaluate=evaluate,
         amp=tcfg.amp, grad_clip=tcfg.grad_clip, ema_decay=tcfg.ema, max_nan_steps=tcfg.max_nan_steps,

@@ -2,11 +2,15 @@
 
 The trainer knows nothing about detection: the model's forward returns a dict of scalar losses, which it sums.
 One "unit" of the schedule is an epoch (``by_epoch``) or an iteration; eval and checkpoint intervals use it.
+An iteration is one optimiser step; with ``accumulate = k`` it takes k batches of the loader (gradient
+accumulation), so the schedule, warm-up included, counts optimiser steps whatever k is.
 """
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Callable
+from itertools import islice
+from typing import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -20,7 +24,13 @@ from gfldet.engine.distributed import (all_gather_objects, broadcast_object, get
 from gfldet.engine.logging import TrainLogger
 from gfldet.errors import GfldetError
 
-__all__ = ["Trainer", "NonFiniteLossError"]
+__all__ = ["Trainer", "NonFiniteLossError", "steps_per_epoch"]
+
+
+def steps_per_epoch(num_batches: int, accumulate: int) -> int:
+    """Optimiser steps in an epoch of ``num_batches`` loader batches, ``accumulate`` batches per step (the last
+    step of an epoch takes what is left)."""
+    return math.ceil(num_batches / accumulate)
 
 
 class NonFiniteLossError(GfldetError, RuntimeError):
@@ -32,11 +42,16 @@ class Trainer:
 
     Args:
         model: detector (optionally DDP-wrapped); ``model(images, image_sizes, gt_boxes, gt_labels)`` -> losses dict.
-        optimizer, lr_scheduler: the scheduler is stepped once per iteration.
+        optimizer, lr_scheduler: the scheduler is stepped once per iteration (optimiser step).
         train_loader: yields Batch; its ``batch_sampler`` has ``batch_size`` (images per process),
             ``set_epoch(epoch)`` and ``skip_batches(n)``.
         device: where batches go.
-        max_iters: total iterations; iters_per_epoch: ``len(train_loader)``.
+        max_iters: total iterations (optimiser steps).
+        accumulate: loader batches per optimiser step (gradient accumulation). Each batch's losses are divided by
+            the number of batches of its step, so the gradient is their mean. The head normalises each batch by
+            its own positives, so k batches of n images equal one batch of k*n only when their positive counts
+            are equal (as with mmdetection's ``accumulative_counts``); under DDP, processes skip the gradient
+            all-reduce on all but the last batch of a step.
         by_epoch: whether ``eval_interval`` / ``checkpoint_interval`` count epochs (else iterations); also names
             periodic checkpoints ``epoch_N.pth`` vs ``iter_N.pth``.
         evaluate: ``evaluate(bare_model) -> metrics`` with ``best_metric`` among the keys (run on every rank; the
@@ -52,7 +67,7 @@ class Trainer:
 
     def __init__(self, *, model: nn.Module, optimizer: torch.optim.Optimizer,
                  lr_scheduler: torch.optim.lr_scheduler.LRScheduler, train_loader, device: torch.device,
-                 max_iters: int, iters_per_epoch: int, by_epoch: bool, eval_interval: int, checkpoint_interval: int,
+                 max_iters: int, accumulate: int = 1, by_epoch: bool, eval_interval: int, checkpoint_interval: int,
                  evaluate: Callable[[nn.Module], dict] | None, best_metric: str = "bbox_mAP", amp: str = "off",
                  grad_clip: float | None = None, ema_decay: float | None = None, max_nan_steps: int,
                  compile_mode: str | None = None, checkpointer: Checkpointer, logger: TrainLogger,
@@ -65,7 +80,11 @@ class Trainer:
         self.train_loader = train_loader
         self.device = device
         self.max_iters = max_iters
-        self.iters_per_epoch = iters_per_epoch
+        if accumulate < 1:
+            raise ValueError(f"accumulate must be >= 1, got {accumulate}")
+        self.accumulate = accumulate
+        self.batches_per_epoch = len(train_loader)
+        self.iters_per_epoch = steps_per_epoch(self.batches_per_epoch, accumulate)
         self.by_epoch = by_epoch
         self.eval_interval = eval_interval
         self.checkpoint_interval = checkpoint_interval
@@ -124,42 +143,42 @@ class Trainer:
         sampler = self.train_loader.batch_sampler
         sampler.set_epoch(self.epoch)
         if self.iter_in_epoch:
-            sampler.skip_batches(self.iter_in_epoch)
-        for batch in self.train_loader:
-            self._note_skipped_images(batch.skipped_images)
+            sampler.skip_batches(self.iter_in_epoch * self.accumulate)
+        batches = self._noting_skipped_images(self.train_loader)
+        while self.iter_in_epoch < self.iters_per_epoch and self.iteration < self.max_iters:
             lr = self.optimizer.param_groups[0]["lr"]  # the LR this step uses (the scheduler steps inside)
-            scalars = self.train_step(batch)
+            scalars = self.train_step(batches, num_batches=self._batches_of_this_step())
             self.iteration += 1
             self.iter_in_epoch += 1
             self.logger.log_step(iteration=self.iteration, epoch=self.epoch, scalars=scalars, lr=lr)
             if not self.by_epoch:
                 self._after_unit(self.iteration, final=self.iteration >= self.max_iters)
-            if self.iteration >= self.max_iters:
-                break
         if self.iter_in_epoch >= self.iters_per_epoch:
             self.epoch += 1
             self.iter_in_epoch = 0
             if self.by_epoch:
                 self._after_unit(self.epoch, final=self.iteration >= self.max_iters)
 
-    def train_step(self, batch) -> dict[str, float]:
-        """One optimiser step on ``batch``; returns the losses, their sum ``loss`` and ``grad_norm`` as floats.
+    def _batches_of_this_step(self) -> int:
+        """``accumulate``, or what is left of the epoch for its last step."""
+        return min(self.accumulate, self.batches_per_epoch - self.iter_in_epoch * self.accumulate)
+
+    def train_step(self, batches: Iterable, num_batches: int = 1) -> dict[str, float]:
+        """One optimiser step on the next ``num_batches`` batches of ``batches``; returns the losses (means over
+        the batches), their sum ``loss`` and ``grad_norm`` as floats.
 
         A non-finite loss or gradient skips the update (fp16: the GradScaler skips it and lowers its scale).
         """
-        batch = batch.to(self.device, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)
-        with autocast(self.device, self.amp):
-            losses = self._model_call()(batch.images, batch.image_sizes, batch.gt_boxes, batch.gt_labels)
+        losses = self._accumulate_gradients(batches, num_batches)
         loss = sum(losses.values())
-        self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)  # no-op unless fp16
         params = [p for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
         grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
         if self.grad_clip is not None:
             torch.nn.utils.clip_grads_with_norm_(params, self.grad_clip, grad_norm)
         # One host sync for every logged number and the finiteness check.
-        values = torch.stack([loss.detach().float(), grad_norm.float(), *(v.detach().float() for v in losses.values())])
+        values = torch.stack([loss.float(), grad_norm.float(), *(v.float() for v in losses.values())])
         loss_value, grad_value, *loss_values = values.tolist()
         # fp16 overflow of the gradients is the GradScaler's business; a non-finite loss always counts.
         finite = math.isfinite(loss_value) and (self.scaler.is_enabled() or math.isfinite(grad_value))
@@ -171,6 +190,37 @@ class Trainer:
         self.lr_scheduler.step()
         self._nan_guard(finite, loss_value, grad_value)
         return {"loss": loss_value, "grad_norm": grad_value, **dict(zip(losses.keys(), loss_values))}
+
+    def _accumulate_gradients(self, batches: Iterable, num_batches: int) -> dict[str, torch.Tensor]:
+        """Forward and backward of ``num_batches`` batches, each loss divided by ``num_batches``: the gradients
+        and the returned (detached) losses are means over the batches. Under DDP only the last backward
+        all-reduces the gradients."""
+        totals: dict[str, torch.Tensor] = {}
+        taken = 0
+        for taken, batch in enumerate(islice(batches, num_batches), start=1):
+            batch = batch.to(self.device, non_blocking=True)
+            with self._gradient_sync(last=taken == num_batches):
+                with autocast(self.device, self.amp):
+                    losses = self._model_call()(batch.images, batch.image_sizes, batch.gt_boxes, batch.gt_labels)
+                self.scaler.scale(sum(losses.values()) / num_batches).backward()
+            for name, value in losses.items():
+                totals[name] = totals.get(name, 0) + value.detach() / num_batches
+        if taken != num_batches:
+            raise RuntimeError(f"the training loader gave {taken} of the {num_batches} batches of an optimiser "
+                               f"step: its length ({self.batches_per_epoch}) does not match what it yields")
+        return totals
+
+    def _gradient_sync(self, *, last: bool):
+        """DDP's ``no_sync()`` (gradients stay local) except for the last batch of an optimiser step."""
+        if last or not isinstance(self.model, DistributedDataParallel):
+            return contextlib.nullcontext()
+        return self.model.no_sync()
+
+    def _noting_skipped_images(self, loader) -> Iterator:
+        """The loader's batches, logging the images it skipped on the way."""
+        for batch in loader:
+            self._note_skipped_images(batch.skipped_images)
+            yield batch
 
     def _note_skipped_images(self, reasons: list[str]) -> None:
         """Log each image the loader skipped the first time it is skipped (every epoch skips it again)."""
@@ -234,18 +284,18 @@ class Trainer:
         """What the epoch position and the scaled LR depend on: processes, images per process, iterations per
         epoch."""
         return {"world_size": get_world_size(), "batch_size": self.train_loader.batch_sampler.batch_size,
-                "iters_per_epoch": self.iters_per_epoch}
+                "accumulate": self.accumulate, "iters_per_epoch": self.iters_per_epoch}
 
     def _check_same_layout(self, meta: dict) -> None:
         """The epoch position, the sampler's skip and the scaled LR only line up with the same processes and
         batch layout: refuse to resume otherwise (a checkpoint without some of the numbers is checked on the
         others)."""
         current = self._layout()
-        saved = {key: meta.get(key, value) for key, value in current.items()}
+        saved = {key: meta.get(key, 1 if key == "accumulate" else value) for key, value in current.items()}
         if saved != current:
             raise GfldetError(f"the checkpoint was trained with {_describe_layout(saved)}, this run has "
-                              f"{_describe_layout(current)}: resume with the same number of processes and "
-                              f"data.batch_size, or start a new run from it with --load-from")
+                              f"{_describe_layout(current)}: resume with the same number of processes, "
+                              f"data.batch_size and train.accumulate, or start a new run from it with --load-from")
 
     def _check_schedule_reaches(self, meta: dict) -> None:
         """Refuse a schedule that ends before the checkpoint (it would train nothing and end a shorter run)."""
@@ -285,6 +335,6 @@ class Trainer:
 
 
 def _describe_layout(layout: dict) -> str:
-    """e.g. ``2 process(es) x 4 images (8 iterations per epoch)``."""
-    return (f"{layout['world_size']} process(es) x {layout['batch_size']} images ({layout['iters_per_epoch']} "
-            f"iterations per epoch)")
+    """e.g. ``2 process(es) x 4 images x 2 accumulated batches (8 iterations per epoch)``."""
+    return (f"{layout['world_size']} process(es) x {layout['batch_size']} images x {layout['accumulate']} "
+            f"accumulated batch(es) ({layout['iters_per_epoch']} iterations per epoch)")

@@ -175,3 +175,20 @@ def test_compile_flag_sets_train_compile_and_is_validated(data_dir, tmp_path, ca
     assert main(["train", str(CONFIG), "--work-dir", str(tmp_path), "--compile", "fastest", "--opts",
                  *_opts(data_dir)]) == 1
     assert "train.compile must be false, true or one of default, reduce-overhead" in capsys.readouterr().err
+
+
+def test_accumulation_scales_the_lr_by_the_images_of_a_step_and_is_validated(data_dir, tmp_path, capsys):
+    runs = {"acc": {"data.batch_size": 1, "train.accumulate": 2}, "plain": {"data.batch_size": 2}}
+    states = {}
+    for name, extra in runs.items():
+        opts = _opts(data_dir, **{"train.max_iters": 2, "train.eval_interval": 0, **extra})
+        assert main(["train", str(CONFIG), "--work-dir", str(tmp_path / name), "--opts", *opts]) == 0
+        states[name] = torch.load(tmp_path / name / "latest.pth", map_location="cpu", weights_only=False)
+    acc, plain = states["acc"], states["plain"]
+    assert (acc["meta"]["accumulate"], acc["meta"]["batch_size"], acc["meta"]["iters_per_epoch"]) == (2, 1, 6)
+    assert [g["initial_lr"] for g in acc["optimizer"]["param_groups"]] == [
+        g["initial_lr"] for g in plain["optimizer"]["param_groups"]]  # 2 images per step either way
+    assert main(["train", str(CONFIG), "--work-dir", str(tmp_path / "bad"), "--opts",
+                 *_opts(data_dir, **{"train.accumulate": 0})]) == 1
+    assert re.search(r"\(train\.accumulate\).*expected an integer >= 1", capsys.readouterr().err)
+    assert not (tmp_path / "bad").exists()

@@ -118,31 +118,33 @@ def make_loader(dataset: FakeDataset, batch_size: int, **sampler_kwargs) -> torc
 def make_trainer(work_dir, *, max_iters: int = 8, batch_size: int = 4, checkpoint_interval: int = 2,
                  amp: str = "off", ema_decay=None, grad_clip=None, max_nan_steps: int = 3, evaluate=None,
                  eval_interval: int = 1000, model=None, by_epoch: bool = False, lr: float = 0.1, rank: int = 0,
-                 world_size: int = 1, seed: int = 0, compile_mode=None, log_interval: int = 1, milestone=None):
+                 world_size: int = 1, seed: int = 0, compile_mode=None, log_interval: int = 1, milestone=None,
+                 accumulate: int = 1, dataset_size: int = 16):
     """A Trainer over TinyDetector + FakeDataset with SGD and a warmup + step schedule (x0.1 after ``milestone``
-    iterations, default ``max_iters // 2``)."""
+    iterations, default ``max_iters // 2``); ``accumulate`` batches per optimiser step."""
     from gfldet.config import Config
     from gfldet.engine.checkpointer import Checkpointer
     from gfldet.engine.logging import TrainLogger
     from gfldet.engine.optim import build_optimizer
     from gfldet.engine.schedules import build_lr_scheduler
-    from gfldet.engine.trainer import Trainer
+    from gfldet.engine.trainer import Trainer, steps_per_epoch
 
     torch.manual_seed(seed)
     model = model or TinyDetector()
-    loader = make_loader(FakeDataset(), batch_size, seed=seed, rank=rank, world_size=world_size)
+    loader = make_loader(FakeDataset(dataset_size), batch_size, seed=seed, rank=rank, world_size=world_size)
     optimizer = build_optimizer(model, Config(dict(type="SGD", lr=lr, momentum=0.9, weight_decay=1e-4, bias_lr_mult=2.0,
                                               bias_decay_mult=0.0, norm_decay_mult=0.0, base_batch_size=4,
-                                              auto_scale_lr=False)), total_batch_size=batch_size * world_size)
+                                              auto_scale_lr=False)), total_batch_size=batch_size * world_size * accumulate)
     schedule = Config(dict(type="step", by_epoch=False, milestones=[milestone or max_iters // 2], gamma=0.1,
                            warmup_iters=2, warmup_ratio=0.1))
-    scheduler = build_lr_scheduler(optimizer, schedule, iters_per_epoch=len(loader), max_iters=max_iters)
+    scheduler = build_lr_scheduler(optimizer, schedule, iters_per_epoch=steps_per_epoch(len(loader), accumulate),
+                                   max_iters=max_iters)
     if world_size > 1:
         model_for_trainer = torch.nn.parallel.DistributedDataParallel(model)
     else:
         model_for_trainer = model
     return Trainer(model=model_for_trainer, optimizer=optimizer, lr_scheduler=scheduler, train_loader=loader,
-                   device=torch.device("cpu"), max_iters=max_iters, iters_per_epoch=len(loader), by_epoch=by_epoch,
+                   device=torch.device("cpu"), max_iters=max_iters, accumulate=accumulate, by_epoch=by_epoch,
                    eval_interval=eval_interval, checkpoint_interval=checkpoint_interval, evaluate=evaluate,
                    amp=amp, grad_clip=grad_clip, ema_decay=ema_decay, max_nan_steps=max_nan_steps,
                    compile_mode=compile_mode, checkpointer=Checkpointer(work_dir=work_dir, keep_last=2),

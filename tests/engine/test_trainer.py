@@ -93,10 +93,10 @@ def test_nan_steps_are_skipped_then_training_stops(tmp_path):
 
     original_step = trainer.train_step
 
-    def spy(batch):
+    def spy(batches, num_batches):
         if model.calls == 2:
             before.update({k: v.clone() for k, v in model.state_dict().items()})
-        out = original_step(batch)
+        out = original_step(batches, num_batches)
         if model.calls == 3:  # the NaN step left the weights untouched
             assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
         return out
@@ -115,7 +115,7 @@ def test_nan_steps_are_skipped_then_training_stops(tmp_path):
 
 def test_grad_clip_bounds_the_update(tmp_path):
     trainer = make_trainer(tmp_path, max_iters=1, grad_clip=1e-3, lr=1.0)
-    trainer.train_step(next(iter(trainer.train_loader)))
+    trainer.train_step([next(iter(trainer.train_loader))])
     grads = [p.grad for p in trainer.bare_model.parameters() if p.grad is not None]
     assert torch.nn.utils.get_total_norm(grads).item() == pytest.approx(1e-3, rel=1e-4)
 
@@ -269,3 +269,84 @@ def test_images_the_loader_skipped_are_logged_once(tmp_path):
     skips = [m for m in events if m.startswith("image skipped")]
     assert len(skips) == 2 and {m.split(": ", 2)[-1] for m in skips} == {"a.jpg: cannot decode", "b.jpg: missing"}
     assert trainer.skipped_images == {"a.jpg: cannot decode", "b.jpg: missing"}
+
+
+# -- gradient accumulation (train.accumulate) ---------------------------------------------------------------------
+class RecordingDetector(TinyDetector):
+    """Records the summed loss of every forward call (TinyDetector's losses are means over the batch's images)."""
+
+    def __init__(self):
+        super().__init__()
+        self.call_losses: list[float] = []
+
+    def forward(self, *args):
+        losses = super().forward(*args)
+        self.call_losses.append(sum(v.item() for v in losses.values()))
+        return losses
+
+
+def test_accumulated_batches_train_as_one_batch_of_their_images(tmp_path):
+    # Batches of 2 accumulated in pairs cover the images of batches of 4 in the same order; TinyDetector's losses
+    # are means over images, so the two runs take the same optimiser steps.
+    whole = make_trainer(tmp_path / "whole", max_iters=6, batch_size=4)
+    whole.train()
+    split = make_trainer(tmp_path / "split", max_iters=6, batch_size=2, accumulate=2)
+    split.train()
+    assert (whole.bare_model.calls, split.bare_model.calls) == (6, 12)
+    assert (split.iters_per_epoch, split.epoch, split.iteration) == (4, 1, 6)
+    for key, value in whole.bare_model.state_dict().items():
+        torch.testing.assert_close(split.bare_model.state_dict()[key], value, atol=1e-6, rtol=0, msg=key)
+    whole_records, split_records = _train_records(tmp_path / "whole"), _train_records(tmp_path / "split")
+    assert [r["lr"] for r in split_records] == [r["lr"] for r in whole_records]
+    for a, b in zip(whole_records, split_records):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5) and b["loss_box"] == pytest.approx(a["loss_box"], rel=1e-5)
+    single = make_trainer(tmp_path / "single", max_iters=6, batch_size=2)  # no accumulation: another trajectory
+    single.train()
+    assert not torch.allclose(single.bare_model.conv.weight, split.bare_model.conv.weight, atol=1e-4)
+
+
+def test_the_last_step_of_an_epoch_takes_the_batches_left(tmp_path):
+    # 10 images in batches of 2 = 5 batches; accumulating 2 per step: steps of 2, 2 and 1 batch per epoch.
+    model = RecordingDetector()
+    trainer = make_trainer(tmp_path, max_iters=6, batch_size=2, accumulate=2, dataset_size=10, model=model)
+    trainer.train()
+    assert (trainer.iters_per_epoch, trainer.epoch, model.calls) == (3, 2, 10)
+    assert trainer.lr_scheduler.last_epoch == 6  # one scheduler step per optimiser step
+    logged = [r["loss"] for r in _train_records(tmp_path)]
+    calls = model.call_losses
+    expected = [(calls[0] + calls[1]) / 2, (calls[2] + calls[3]) / 2, calls[4],
+                (calls[5] + calls[6]) / 2, (calls[7] + calls[8]) / 2, calls[9]]
+    assert logged == pytest.approx(expected, rel=1e-6)
+
+
+def test_resume_mid_epoch_with_accumulation_reproduces_the_uninterrupted_run(tmp_path):
+    full = make_trainer(tmp_path / "full", max_iters=8, batch_size=2, accumulate=2)
+    full.train()
+    # 8 batches = 4 steps per epoch; dies in the first batch of step 7 (forward 13) -> last checkpoint iter_6,
+    # 2 steps = 4 batches into epoch 1
+    torch.manual_seed(0)
+    crashed = make_trainer(tmp_path / "run", max_iters=8, batch_size=2, accumulate=2, model=CrashingDetector(13))
+    with pytest.raises(Crash):
+        crashed.train()
+    state = load_checkpoint(tmp_path / "run" / "latest.pth")
+    assert (state["meta"]["iteration"], state["meta"]["iter_in_epoch"], state["meta"]["accumulate"]) == (6, 2, 2)
+    torch.manual_seed(123)
+    resumed = make_trainer(tmp_path / "run", max_iters=8, batch_size=2, accumulate=2, model=TinyDetector())
+    resumed.load_state_dict(state)
+    resumed.train()
+    assert resumed.bare_model.calls == 4  # the 4 batches of steps 7 and 8, none replayed
+    assert _train_losses(tmp_path / "run") == _train_losses(tmp_path / "full")
+    for key, value in full.bare_model.state_dict().items():
+        assert torch.equal(value, resumed.bare_model.state_dict()[key]), key
+
+
+def test_resume_refuses_another_accumulation(tmp_path):
+    # 8 images in batches of 2 = 4 batches: 2 steps per epoch accumulating 2 or 3
+    make_trainer(tmp_path / "a", max_iters=2, batch_size=2, accumulate=2, dataset_size=8).train()
+    state = load_checkpoint(tmp_path / "a" / "latest.pth")
+    other = make_trainer(tmp_path / "b", max_iters=4, batch_size=2, accumulate=3, dataset_size=8)
+    with pytest.raises(GfldetError, match=r"x 2 accumulated batch\(es\).*x 3 accumulated.*train\.accumulate"):
+        other.load_state_dict(state)
+    del state["meta"]["accumulate"]  # a checkpoint of a gfldet without accumulation: it had 1
+    with pytest.raises(GfldetError, match=r"x 1 accumulated batch\(es\) \(2 iterations"):
+        other.load_state_dict(state)
