@@ -23,7 +23,7 @@ __all__ = ["build_dataset", "build_dataloader", "check_data_section", "fill_num_
 SPLITS = ("train", "val", "test")
 DATA_KEYS = ("batch_size", "num_workers", "persistent_workers", "pin_memory", "size_divisor", "mean", "std",
              "on_bad_image", "on_bad_annotation", *SPLITS)
-SPLIT_KEYS = {"train": ("ann_file", "img_dir", "transforms", "filter_empty"),
+SPLIT_KEYS = {"train": ("ann_file", "img_dir", "transforms", "filter_empty", "min_size"),
               "val": ("ann_file", "img_dir", "transforms", "batch_size"),
               "test": ("ann_file", "img_dir", "transforms", "batch_size")}
 
@@ -68,6 +68,7 @@ def build_dataset(data_cfg: Config, split: str) -> CocoDetection:
     return CocoDetection(
         ann_file=_required(section, "ann_file"), img_dir=_required(section, "img_dir"), transform=transform,
         filter_empty=bool(_required(section, "filter_empty")) if split == "train" else False,
+        min_size=section.get_int("min_size", low=0) if split == "train" and "min_size" in section else 0,
         on_bad_image=_required(data_cfg, "on_bad_image"), on_bad_annotation=_required(data_cfg, "on_bad_annotation"),
     )
 

@@ -3,8 +3,10 @@
 Labels are contiguous 0..C-1 inside (categories sorted by id), original category ids outside (``ds.cat_ids``).
 Crowd boxes are ignore boxes, never targets. ``filter_empty`` leaves out images without any valid or crowd box
 (training only; evaluation splits keep every image; a crowd-only image stays: its crowd regions are negatives to
-ignore). Files without ``annotations`` (test-dev image info) load as images without boxes. ``ds.coco`` is the
-pycocotools index of the file *as written* (what COCO evaluation must use), less what COCO evaluation cannot read
+ignore); ``min_size`` leaves out training images whose shorter side (the file's ``width`` / ``height``) is under
+that many pixels, as both reference implementations do with 32 (mmdetection's ``filter_cfg.min_size``). Files
+without ``annotations`` (test-dev image info) load as images without boxes. ``ds.coco`` is the pycocotools index of
+the file *as written* (what COCO evaluation must use), less what COCO evaluation cannot read
 (:func:`evaluable_annotations`).
 """
 
@@ -69,7 +71,7 @@ class CocoDetection(Dataset):
     """A COCO detection split. ``ds[i]`` or ``ds[(i, seed)]`` -> Sample (``seed`` fixes random augmentation)."""
 
     def __init__(self, *, ann_file: str, img_dir: str, transform: DetectionTransform, filter_empty: bool,
-                 on_bad_image: str, on_bad_annotation: str):
+                 on_bad_image: str, on_bad_annotation: str, min_size: int = 0):
         self.ann_file, self.img_dir, self.transform = str(ann_file), Path(img_dir), transform
         self._coco: COCO | None = None
         self.on_bad_image = check_policy("on_bad_image", on_bad_image, IMAGE_POLICIES)
@@ -83,12 +85,9 @@ class CocoDetection(Dataset):
         self.has_annotations = parsed.has_annotations
         self.problems, self.notes = parsed.problems, parsed.notes
         self.records = self._existing_images(parsed.records)
-        if filter_empty:
-            kept = [r for r in self.records if not r.is_empty]
-            self.num_filtered_empty = len(self.records) - len(kept)
-            self.records = kept
-        else:
-            self.num_filtered_empty = 0
+        self.num_filtered_empty = self._leave_out(lambda r: filter_empty and r.is_empty)
+        self.min_size = min_size
+        self.num_filtered_small = self._leave_out(lambda r: min(r.height, r.width) < min_size)
         if not self.records:
             raise DataError(f"{ann_file}: none of its {len(parsed.records)} image(s) is usable ({self._losses()}); "
                             f"check the split's ann_file and img_dir in the config's data section"
@@ -97,13 +96,24 @@ class CocoDetection(Dataset):
         if self.num_filtered_empty:
             logger.info("%s: %d image(s) without boxes left out of training (filter_empty)", ann_file,
                         self.num_filtered_empty)
+        if self.num_filtered_small:
+            logger.info("%s: %d image(s) with a side under %d px left out of training (min_size)", ann_file,
+                        self.num_filtered_small, min_size)
         self.image_ids = [r.image_id for r in self.records]
+
+    def _leave_out(self, condition) -> int:
+        """Drop the records meeting ``condition``; returns how many."""
+        kept = [r for r in self.records if not condition(r)]
+        dropped, self.records = len(self.records) - len(kept), kept
+        return dropped
 
     def _losses(self) -> str:
         """Where the images of the file went: left out as empty, and problems (their lines follow the message)."""
         parts = []
         if self.num_filtered_empty:
             parts.append(f"{self.num_filtered_empty} left out for having no boxes (filter_empty)")
+        if self.num_filtered_small:
+            parts.append(f"{self.num_filtered_small} left out for a side under {self.min_size} px (min_size)")
         if self.problems:
             parts.append(f"{self.problems.total()} problem(s), below")
         return ", ".join(parts) or "the file lists no images"

@@ -7,6 +7,7 @@ import pytest
 
 from tests.data.data_helpers import REPO, data_cfg, write_coco, write_image
 from gfldet.cli import main
+from gfldet.config import ConfigError
 from gfldet.data import DataError, build_dataset
 from gfldet.data.check import check_split
 
@@ -225,3 +226,20 @@ def test_evaluation_reads_what_loading_accepted_and_skips_what_it_dropped(tmp_pa
                                backend=backend).evaluate(results, [1])
     assert metrics["bbox_mAP"] == pytest.approx(1.0) and metrics["bbox_mAP_s"] == pytest.approx(1.0)
     assert metrics["per_class"]["b"] == -1.0                                   # its only boxes were malformed
+
+
+def test_images_with_a_side_under_min_size_are_left_out_of_training(tmp_path, caplog):
+    images = ((1, 64, 64), (2, 31, 200), (3, 32, 40))  # (id, height, width): image 2's shorter side is 31 px
+    annotations = [{**GOOD, "image_id": i, "bbox": [1, 1, 20, 20]} for i in (1, 2, 3)]
+    ann = write_coco(tmp_path, list(images), annotations)
+    with caplog.at_level("INFO", logger="gfldet.data"):
+        ds = build_dataset(data_cfg({"ann_file": str(ann), "img_dir": str(tmp_path), "min_size": 32}), "train")
+    assert ds.num_filtered_small == 1 and [r.image_id for r in ds.records] == [1, 3]
+    assert "1 image(s) with a side under 32 px left out of training (min_size)" in caplog.text
+    val = build_dataset(data_cfg({"ann_file": str(ann), "img_dir": str(tmp_path)},
+                                 val={"ann_file": str(ann), "img_dir": str(tmp_path)}), "val")
+    assert len(val) == 3  # evaluation keeps every image
+    with pytest.raises(DataError, match=r"none of its 3 image\(s\) is usable \(3 left out for a side under 100 px"):
+        build_dataset(data_cfg({"ann_file": str(ann), "img_dir": str(tmp_path), "min_size": 100}), "train")
+    with pytest.raises(ConfigError, match=r"data\.train\.min_size.*expected an integer >= 0"):
+        build_dataset(data_cfg({"ann_file": str(ann), "img_dir": str(tmp_path), "min_size": -1}), "train")
