@@ -28,14 +28,14 @@ from gfldet.engine.evaluator import CocoEvaluator, format_ap_table, predictions_
 from gfldet.engine.host_allocator import CPU_ALLOCATOR_MODES, configure_cpu_allocator
 from gfldet.engine.inference import evaluated_image_ids, run_inference
 from gfldet.engine.logging import LOG_FILE, TENSORBOARD_DIR, TrainLogger
-from gfldet.engine.optim import build_optimizer, check_optimizer
+from gfldet.engine.optim import build_optimizer, check_optimizer, scaled_lr
 from gfldet.engine.reproducibility import seed_everything, set_deterministic
 from gfldet.engine.schedules import build_lr_scheduler, check_lr_schedule
 from gfldet.engine.trainer import Trainer, steps_per_epoch
 
 __all__ = ["check_sections", "check_train_section", "CONFIG_SECTIONS", "TRAIN_KEYS", "EVALUATION_KEYS",
            "COMPILE_MODES", "compile_mode",
-           "resolve_device", "setup_device", "schedule_length", "run_traces", "build_evaluate_fn", "train"]
+           "resolve_device", "setup_device", "schedule_length", "describe_step", "run_traces", "build_evaluate_fn", "train"]
 
 TRAIN_KEYS = ("max_epochs", "max_iters", "eval_interval", "checkpoint_interval", "seed", "deterministic", "amp",
               "channels_last", "grad_clip", "ema", "keep_last", "log_interval", "max_nan_steps", "lr_schedule",
@@ -103,6 +103,20 @@ def _setting(section: Config, key: str) -> str:
     if key not in section:
         return f"{section.dotted(key)} unset"
     return f"{section.where(key)} = {'null' if section[key] is None else section[key]}"
+
+
+def describe_step(cfg: Config, *, batch_size: int, iters_per_epoch: int, max_iters: int) -> str:
+    """One line for the log: the images of an optimiser step, the learning rate they give, the schedule's length,
+    e.g. ``16 images per optimiser step (2 process(es) x 2 images x 4 accumulated batch(es)); optimizer.lr 0.01
+    for 16 images -> 0.01; 7330 steps per epoch, 87960 in all``."""
+    ocfg, accumulate, world_size = cfg.optimizer, cfg.train.accumulate, get_world_size()
+    total = world_size * batch_size * accumulate
+    lr = scaled_lr(ocfg.get_float("lr"), total_batch_size=total, base_batch_size=ocfg.base_batch_size,
+                   auto_scale=ocfg.auto_scale_lr)
+    scaling = (f"optimizer.lr {ocfg.get_float('lr'):g} for {ocfg.base_batch_size} images -> {lr:g}"
+               if ocfg.auto_scale_lr else f"optimizer.lr {lr:g} (auto_scale_lr off)")
+    return (f"{total} images per optimiser step ({world_size} process(es) x {batch_size} images x {accumulate} "
+            f"accumulated batch(es)); {scaling}; {iters_per_epoch} steps per epoch, {max_iters} in all")
 
 
 def run_traces(work_dir: str | Path) -> list[str]:
@@ -248,6 +262,8 @@ def train(cfg: Config, *, work_dir: str | Path, resume: str | Path | None = None
     )
     if resumed is not None:  # checked before anything is written: a refused resume leaves the work dir as it was
         trainer.load_state_dict(resumed)
+    logger.event(describe_step(cfg, batch_size=train_loader.batch_sampler.batch_size,
+                               iters_per_epoch=iters_per_epoch, max_iters=max_iters), iteration=trainer.iteration)
     logger.event(describe_conv_kernels(tcfg, device), iteration=trainer.iteration)
     if is_main_process():
         work_dir.mkdir(parents=True, exist_ok=True)

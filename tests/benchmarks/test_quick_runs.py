@@ -55,3 +55,8 @@ def test_assignment_script_checks_both_paths_agree():
 def test_loader_script_times_both_pipelines():
     out = _run("bench_loader.py", "--bccd", str(bccd_root()))
     assert "gfldet (cv2 + albumentations)" in out and "torchvision CocoDetection + v2" in out
+
+
+def test_accumulation_script_compares_both_gradients():
+    out = _run("accumulation_vs_batch.py", "--bccd", str(bccd_root()))
+    assert "one batch of 2 image(s) vs 2 accumulated batch(es) of 1" in out and "median over 1 batch(es): cosine" in out

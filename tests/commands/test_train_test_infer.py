@@ -188,6 +188,11 @@ def test_accumulation_scales_the_lr_by_the_images_of_a_step_and_is_validated(dat
     assert (acc["meta"]["accumulate"], acc["meta"]["batch_size"], acc["meta"]["iters_per_epoch"]) == (2, 1, 6)
     assert [g["initial_lr"] for g in acc["optimizer"]["param_groups"]] == [
         g["initial_lr"] for g in plain["optimizer"]["param_groups"]]  # 2 images per step either way
+    events = [json.loads(x)["message"] for x in (tmp_path / "acc" / "log.jsonl").read_text().splitlines()
+              if '"event"' in x]
+    base_lr = acc["optimizer"]["param_groups"][0]["initial_lr"]
+    assert (f"2 images per optimiser step (1 process(es) x 1 images x 2 accumulated batch(es)); optimizer.lr 0.004 "
+            f"for 16 images -> {base_lr:g}; 6 steps per epoch, 2 in all") in events
     assert main(["train", str(CONFIG), "--work-dir", str(tmp_path / "bad"), "--opts",
                  *_opts(data_dir, **{"train.accumulate": 0})]) == 1
     assert re.search(r"\(train\.accumulate\).*expected an integer >= 1", capsys.readouterr().err)
