@@ -64,11 +64,13 @@ def test_two_processes_accumulating_batches_match_single_process_with_same_total
 
 
 @pytest.mark.slow
-def test_compiled_ddp_training_matches_eager_ddp(tmp_path):
-    # torch.compile over the DDP wrapper (train.compile under torchrun): same steps, and the ranks exit cleanly.
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_compiled_ddp_training_matches_eager_ddp(tmp_path, accumulate):
+    # torch.compile over the DDP wrapper (train.compile under torchrun), also under no_sync(): same steps, and the
+    # ranks exit cleanly.
     torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    _run(torchrun, tmp_path / "eager")
-    _run(torchrun, tmp_path / "compiled", "--compile", "default")
+    _run(torchrun, tmp_path / "eager", "--accumulate", str(accumulate))
+    _run(torchrun, tmp_path / "compiled", "--compile", "default", "--accumulate", str(accumulate))
     eager, compiled = (load_checkpoint(tmp_path / run / "latest.pth") for run in ("eager", "compiled"))
     assert compiled["meta"]["iteration"] == 6 and compiled["model"].keys() == eager["model"].keys()
     for key, value in eager["model"].items():

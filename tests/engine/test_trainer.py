@@ -227,13 +227,15 @@ class TracedDetector(TinyDetector):
         return super().forward(*args)
 
 
-def test_compiled_training_matches_eager_and_leaves_the_module_eager(tmp_path):
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_compiled_training_matches_eager_and_leaves_the_module_eager(tmp_path, accumulate):
     torch.manual_seed(0)
-    eager = make_trainer(tmp_path / "eager", max_iters=4, ema_decay=0.9, model=TracedDetector())
+    eager = make_trainer(tmp_path / "eager", max_iters=4, ema_decay=0.9, model=TracedDetector(),
+                         accumulate=accumulate)
     eager.train()
     torch.manual_seed(0)
     compiled = make_trainer(tmp_path / "compiled", max_iters=4, ema_decay=0.9, compile_mode="default",
-                            model=TracedDetector())
+                            model=TracedDetector(), accumulate=accumulate)
     compiled.train()
     assert compiled.bare_model.traced and not eager.bare_model.traced
     eager_losses, compiled_losses = _train_losses(tmp_path / "eager"), _train_losses(tmp_path / "compiled")
