@@ -27,8 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="auto = cuda when a GPU is visible")
     parser.add_argument("--amp", choices=("off", "fp16", "bf16"), default="off")
     parser.add_argument("--batch", type=int, default=1, help="images per batch (default 1)")
-    parser.add_argument("--size", default="800x1333", help="HxW of each image before padding to /32 "
-                                                          "(default 800x1333)")
+    parser.add_argument("--size", default="800x1333", help="HxW of each image before padding to a multiple of "
+                                                          "the config's data.size_divisor (default 800x1333)")
     parser.add_argument("--runs", type=int, default=10, help="timed runs; the median is reported (default 10)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs first (default 2)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -105,8 +105,10 @@ def run(args: argparse.Namespace) -> int:
 
         load_model_weights(model, args.ckpt)
     model.to(device)
+    size_divisor = cfg.data.get("size_divisor", 32) if "data" in cfg else 32
     batch = bench.synthetic_batch(batch_size=args.batch, height=height, width=width, num_classes=num_classes,
-                                  gts_per_image=args.gts, device=device)
+                                  gts_per_image=args.gts, size_divisor=size_divisor, device=device)
+    size = _model_size(model, batch)  # before optimize_for_inference replaces its convolutions
     stages, optimisations = _stages(model, batch, cfg, args, device)
     pipeline = {"gfldet": (stages, batch.images)}
     if device.type == "cuda":
@@ -118,9 +120,18 @@ def run(args: argparse.Namespace) -> int:
     else:  # the process's peak RSS grows in the first runs (heap, allocator caches): measure them all
         with bench.PeakMemory(device) as memory:
             times = bench.run_interleaved(pipeline, runs=args.runs, warmup=args.warmup, device=device)["gfldet"]
-    _report(args, device, (height, width), batch, optimisations, times, memory)
+    _report(args, device, (height, width), batch, optimisations, times, memory, size)
     _diagnose(args, device, stages, batch)
     return 0
+
+
+def _model_size(model, batch) -> dict:
+    """Parameters, and the multiply-accumulates of backbone + neck + head on one (padded) image of ``batch``."""
+    from gfldet.engine import benchmark as bench
+
+    return {"parameters": sum(p.numel() for p in model.parameters()),
+            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "macs_per_image": bench.count_macs(lambda: model.raw_outputs(batch.images[:1]))}
 
 
 def _stages(model, batch, cfg, args, device):
@@ -185,7 +196,7 @@ def _diagnose(args, device, stages, batch) -> None:
             print(f"{count:>6} x {where}")
 
 
-def _report(args, device, size, batch, optimisations, times, memory) -> None:
+def _report(args, device, size, batch, optimisations, times, memory, model_size) -> None:
     from gfldet.engine import benchmark as bench
 
     height, width = size
@@ -196,6 +207,9 @@ def _report(args, device, size, batch, optimisations, times, memory) -> None:
     allocator = f" cpu_allocator={args.cpu_allocator}" if device.type == "cpu" else ""
     print(f"device={device}{allocator} amp={args.amp} batch={args.batch} size={height}x{width} "
           f"(padded {padded[0]}x{padded[1]}) runs={args.runs} warmup={args.warmup}")
+    print(f"model: {model_size['parameters'] / 1e6:.2f} M parameters ({model_size['trainable_parameters'] / 1e6:.2f} "
+          f"M trainable), {model_size['macs_per_image'] / 1e9:.2f} GMACs per {padded[0]}x{padded[1]} image (backbone, "
+          f"neck and head: convolutions and matrix products; the 'FLOPs' of mmdetection's get_flops)")
     print(f"optimisations: {optimisations}")
     for line in bench.stage_table(times, batch_size=args.batch):
         print(line)
@@ -210,6 +224,7 @@ def _report(args, device, size, batch, optimisations, times, memory) -> None:
                    "ms_per_image": {name: 1000 * times.median(name) / args.batch for name in times.names},
                    "total_ms_per_image": 1000 * times.median_total() / args.batch,
                    "images_per_s": args.batch / times.median_total(), "peak_memory_bytes": memory.peak_bytes,
+                   **model_size,
                    "memory_method": memory.method}
         with open(args.json, "w") as f:
             json.dump(figures, f, indent=2)

@@ -38,8 +38,8 @@ import torch
 from gfldet.data.batching import Batch
 
 __all__ = ["Stage", "StageTimes", "PeakMemory", "synchronize", "synthetic_batch", "run_interleaved", "run_stages",
-           "median_ratio", "inference_stages", "training_stages", "stage_table", "profile_runs", "find_host_syncs",
-           "cpu_model", "environment_lines"]
+           "median_ratio", "inference_stages", "training_stages", "count_macs", "stage_table", "profile_runs",
+           "find_host_syncs", "cpu_model", "environment_lines"]
 
 Stage = tuple[str, Callable[[Any], Any]]
 
@@ -229,6 +229,20 @@ def training_stages(model: torch.nn.Module, optimizer: torch.optim.Optimizer, ba
 
     return [("forward", _under(model.raw_outputs, autocast)), ("loss", _under(loss, autocast)),
             ("backward", lambda total: scaler.scale(total).backward()), ("optimizer", step)]
+
+
+def count_macs(fn: Callable[[], Any]) -> int:
+    """Multiply-accumulates of one call of ``fn`` (under no_grad) in its convolutions and matrix products.
+
+    ``torch.utils.flop_counter`` counts 2 FLOPs per multiply-accumulate; the MAC count is what mmdetection's
+    ``get_flops``, torchvision's model tables ("GFLOPS" 4.09 for ResNet-50 at 224x224) and most detection papers
+    report as FLOPs. Norms, activations and element-wise operations are not counted.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops() // 2
 
 
 def _row(name: str, wall_s: float, share: str, cpu_s: float, batch_size: int) -> str:

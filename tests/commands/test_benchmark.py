@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from gfldet.commands import benchmark as command
-from gfldet.engine.benchmark import StageTimes, median_ratio, run_interleaved, stage_table, synthetic_batch
+from gfldet.engine.benchmark import (StageTimes, count_macs, median_ratio, run_interleaved, stage_table,
+                                    synthetic_batch)
 from gfldet.errors import GfldetError
 
 MODEL_CONFIG = Path(__file__).parents[2] / "configs/_base_/models/gfl_r50_fpn.yaml"
@@ -38,6 +39,23 @@ def test_infer_prints_every_stage_throughput_and_memory(capsys, tmp_path):
     assert figures["mode"] == "infer" and figures["batch"] == 2 and figures["size"] == [256, 288]
     assert set(figures["ms_per_image"]) == {"backbone+neck", "head", "postprocess"}
     assert figures["images_per_s"] > 0 and figures["memory_method"]
+    assert figures["parameters"] > figures["trainable_parameters"] > 1e6  # ResNet-18's stem and stage 1 are frozen
+    assert figures["macs_per_image"] > 0 and f"{figures['macs_per_image'] / 1e9:.2f} GMACs per 256x288 image" in out
+
+
+def test_macs_are_counted_per_multiply_accumulate():
+    conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+    assert count_macs(lambda: conv(torch.zeros(1, 3, 16, 16))) == 8 * 3 * 9 * 16 * 16
+    from torchvision.models import resnet50
+
+    model = resnet50().eval()  # torchvision's table: "GFLOPS" 4.09 at 224x224, i.e. multiply-accumulates
+    assert count_macs(lambda: model(torch.zeros(1, 3, 224, 224))) / 1e9 == pytest.approx(4.09, abs=0.01)
+
+
+def test_images_are_padded_to_the_configs_size_divisor(capsys):
+    # SSD300's config pads nothing (size_divisor 1): a 300x300 image must be timed and counted at 300x300
+    assert command.run(_args("--size", "250x270", "--opts", "+data.size_divisor=1")) == 0
+    assert "(padded 250x270)" in capsys.readouterr().out
 
 
 def test_train_step_prints_forward_loss_backward_optimizer(capsys):
