@@ -1,4 +1,4 @@
-"""``gfldet data {voc2coco,synth,check,browse,stats}``: dataset tools (thin: parsing and printing only)."""
+"""``gfldet data {voc2coco,split,synth,check,browse,stats}``: dataset tools (thin: parsing and printing only)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="a split name and its ImageSets list file; repeatable")
     p.add_argument("--classes", help="comma-separated class list (category ids 1..C in this order); "
                                      "default: sorted names found in the XML files")
+
+    p = sub.add_parser("split", help="split one COCO json into train / val (/ test) json files by image")
+    p.add_argument("ann_file", help="the COCO json to split")
+    p.add_argument("--out", required=True, help="output folder for train.json, val.json (and test.json)")
+    p.add_argument("--val", type=_fraction, default=0.2, help="share of the images for val.json (default 0.2)")
+    p.add_argument("--test", type=_fraction, default=0.0, help="share for test.json (default 0: no test split)")
+    p.add_argument("--seed", type=int, default=0, help="shuffling seed: the same seed gives the same split")
 
     p = sub.add_parser("synth", help="write a deterministic synthetic COCO dataset of shapes")
     p.add_argument("--out", required=True, help="output folder (train.json, val.json, images/)")
@@ -68,6 +75,17 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
+def _fraction(text: str) -> float:
+    """argparse type: a number in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a share of the images in [0, 1), e.g. 0.2; got {text!r}")
+    return value
+
+
 def _strides(text: str) -> list[int]:
     """argparse type of --strides: comma-separated integers >= 1."""
     try:
@@ -78,7 +96,7 @@ def _strides(text: str) -> list[int]:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return {"voc2coco": _voc2coco, "synth": _synth, "check": _check, "browse": _browse,
+    return {"voc2coco": _voc2coco, "split": _split, "synth": _synth, "check": _check, "browse": _browse,
             "stats": _stats}[args.data_command](args)
 
 
@@ -100,6 +118,23 @@ def _voc2coco(args) -> int:
         print(f"{name}: {info['images']} images, {info['annotations']} boxes ({per_class}) -> {info['path']}")
     for line in report["skipped"].lines():
         print("skipped " + line)
+    return 0
+
+
+def _split(args) -> int:
+    from gfldet.data.annotations import load_coco_json
+    from gfldet.data.split import split_coco
+
+    fractions = {"train": None, "val": args.val, **({"test": args.test} if args.test else {})}
+    summaries = split_coco(args.ann_file, args.out, fractions=fractions, seed=args.seed)
+    names = {c["id"]: c["name"] for c in load_coco_json(summaries[0].path)["categories"]}
+    for summary in summaries:
+        per_class = ", ".join(f"{name}={summary.boxes_per_category.get(cat_id, 0)}" for cat_id, name in names.items())
+        print(f"{summary.name}: {summary.images} images, {summary.annotations} boxes ({per_class}) -> {summary.path}")
+        absent = [name for cat_id, name in names.items() if not summary.boxes_per_category.get(cat_id)]
+        if absent and summary.name != "train":
+            print(f"  note: no box of {', '.join(absent)} in {summary.name}: its AP will be missing (-1); try "
+                  f"another --seed or a larger share")
     return 0
 
 
