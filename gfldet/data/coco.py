@@ -28,7 +28,7 @@ from gfldet.data.annotations import ImageRecord, load_coco_json, parse_annotatio
 from gfldet.data.problems import ANNOTATION_POLICIES, IMAGE_POLICIES, DataError, check_policy
 from gfldet.data.transforms import DetectionTransform
 
-__all__ = ["CocoDetection", "Sample", "evaluable_annotations", "read_rgb"]
+__all__ = ["CocoDetection", "Sample", "coco_index", "evaluable_annotations", "read_rgb"]
 
 logger = logging.getLogger("gfldet.data")
 
@@ -126,10 +126,7 @@ class CocoDetection(Dataset):
         copied (page by page, by reference counting and GC) into every forked DataLoader worker.
         """
         if self._coco is None:
-            data = load_coco_json(self.ann_file)
-            if "annotations" in data:
-                data["annotations"] = evaluable_annotations(data["annotations"], source=str(self.ann_file))
-            self._coco = _pycocotools_index(data)
+            self._coco = coco_index(self.ann_file)
         return self._coco
 
     @property
@@ -227,6 +224,15 @@ def _finite_box(bbox) -> list[float] | None:
     except (TypeError, ValueError):
         return None
     return box if all(np.isfinite(box)) else None
+
+
+def coco_index(ann_file: str | Path) -> COCO:
+    """pycocotools index of a COCO file as written, less the annotations COCO evaluation cannot read
+    (:func:`evaluable_annotations`): the ground truth of COCO evaluation."""
+    data = load_coco_json(ann_file)
+    if "annotations" in data:
+        data["annotations"] = evaluable_annotations(data["annotations"], source=str(ann_file))
+    return _pycocotools_index(data)
 
 
 def _pycocotools_index(data: dict) -> COCO:

@@ -13,6 +13,7 @@ import copy
 import importlib.util
 import io
 import json
+import math
 import zipfile
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -23,6 +24,7 @@ import torch
 from gfldet.errors import GfldetError
 
 __all__ = ["BACKENDS", "resolve_backend", "predictions_to_coco", "load_results", "CocoEvaluator", "METRIC_KEYS",
+           "RESULT_KEYS",
            "format_ap_table", "check_results_format", "write_submission"]
 
 BACKENDS = ("auto", "pycocotools", "faster_coco_eval")
@@ -160,31 +162,46 @@ def format_ap_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def check_results_format(results: list[dict], image_info: dict) -> None:
+RESULT_KEYS = ("image_id", "category_id", "bbox", "score")
+
+
+def check_results_format(results: list, image_info: dict, *, extra_keys: bool = False,
+                         source: str = "the image_info file") -> None:
     """Check COCO results against an ``image_info`` json (images + categories), as the evaluation server would.
 
     Every result needs a known ``image_id``, a known original ``category_id``, a finite ``score`` and a
-    ``bbox`` [x, y, w, h] with w, h >= 0. Raises GfldetError listing the first problems.
+    ``bbox`` [x, y, w, h] of numbers with w, h >= 0; other keys only with ``extra_keys``. Raises GfldetError
+    listing the first problems; ``source`` names the json in them.
     """
     image_ids = {img["id"] for img in image_info["images"]}
     cat_ids = {cat["id"] for cat in image_info["categories"]}
     problems = []
     for index, res in enumerate(results):
-        if set(res) != {"image_id", "category_id", "bbox", "score"}:
-            problems.append(f"result {index}: keys {sorted(res)}, expected bbox, category_id, image_id, score")
+        keys = set(res) if isinstance(res, dict) else set()
+        if not set(RESULT_KEYS) <= keys or (keys != set(RESULT_KEYS) and not extra_keys):
+            problems.append(f"result {index}: keys {sorted(keys)}, expected bbox, category_id, image_id, score")
             continue
-        if res["image_id"] not in image_ids:
-            problems.append(f"result {index}: image_id {res['image_id']} is not in the image_info file")
-        if res["category_id"] not in cat_ids:
-            problems.append(f"result {index}: category_id {res['category_id']} is not a category of the image_info")
+        if not _is_number(res["image_id"]) or res["image_id"] not in image_ids:
+            problems.append(f"result {index}: image_id {res['image_id']!r} is not an image of {source}")
+        if not _is_number(res["category_id"]) or res["category_id"] not in cat_ids:
+            problems.append(f"result {index}: category_id {res['category_id']!r} is not a category of {source}")
         box = res["bbox"]
-        if len(box) != 4 or not all(np.isfinite(box)) or box[2] < 0 or box[3] < 0:
-            problems.append(f"result {index}: bbox {box} is not [x, y, w, h] with w, h >= 0")
-        if not np.isfinite(res["score"]):
-            problems.append(f"result {index}: score {res['score']} is not finite")
+        if not (isinstance(box, (list, tuple)) and len(box) == 4 and all(map(_is_finite, box))
+                and box[2] >= 0 and box[3] >= 0):
+            problems.append(f"result {index}: bbox {box!r} is not [x, y, w, h] with w, h >= 0")
+        if not _is_finite(res["score"]):
+            problems.append(f"result {index}: score {res['score']!r} is not a finite number")
     if problems:
         more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
-        raise GfldetError("results do not match the image_info file:\n  " + "\n  ".join(problems[:10]) + more)
+        raise GfldetError(f"results do not match {source}:\n  " + "\n  ".join(problems[:10]) + more)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_finite(value) -> bool:
+    return _is_number(value) and math.isfinite(value)
 
 
 def write_submission(results: list[dict], out_dir: str | Path, *, name: str, split: str = "test-dev2017") -> Path:

@@ -62,7 +62,7 @@ def readable_images(paths: Sequence[Path], *, on_bad_image: str) -> tuple[list[P
     """
     check_policy("on_bad_image", on_bad_image, IMAGE_POLICIES)
     readable, skipped = [], ProblemLog("inference inputs")
-    for path in paths:
+    for path in tqdm(paths, desc="check images", unit="img", dynamic_ncols=True, leave=False):
         try:
             read_rgb(path)
         except DataError as err:

@@ -9,18 +9,19 @@ from typing import Sequence
 import cv2
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from gfldet.config import Config, check_keys
 from gfldet.data.coco import IMAGE_SUFFIXES, Sample, read_rgb
 from gfldet.engine.checkpointer import checkpoint_weights, load_checkpoint
 from gfldet.engine.distributed import distributed_scope, get_world_size, is_main_process
-from gfldet.engine.evaluator import (CocoEvaluator, check_results_format, format_ap_table, predictions_to_coco,
-                                     write_submission)
+from gfldet.engine.evaluator import (RESULT_KEYS, CocoEvaluator, check_results_format, format_ap_table,
+                                     predictions_to_coco, write_submission)
 from gfldet.engine.inference import evaluated_image_ids, run_inference
 from gfldet.engine.launch import EVALUATION_KEYS, check_sections, setup_device
 from gfldet.errors import GfldetError
 
-__all__ = ["load_detector", "evaluate_checkpoint", "image_paths", "infer_images"]
+__all__ = ["load_detector", "evaluate_checkpoint", "evaluate_results_file", "image_paths", "infer_images"]
 
 
 def load_detector(cfg: Config, checkpoint: str | Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
@@ -85,14 +86,62 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str | Path, *, split: str, work
         zip_path = write_submission(results, work_dir, name=name)
         print(f"[gfldet] submission: {zip_path}")
         return None
-    evaluator = CocoEvaluator(coco_gt=dataset.coco, cat_ids=dataset.cat_ids, class_names=dataset.class_names,
-                              backend=cfg.evaluation.backend)
-    image_ids = evaluated_image_ids(predictions, dataset.image_ids)
+    return _score(dataset.coco, dataset.cat_ids, dataset.class_names, results,
+                  evaluated_image_ids(predictions, dataset.image_ids), backend=cfg.evaluation.backend,
+                  work_dir=work_dir, analyze=analyze)
+
+
+def evaluate_results_file(ann_file: str | Path, results_file: str | Path, *, backend: str = "auto",
+                          work_dir: str | Path | None = None, analyze: bool = False) -> dict:
+    """COCO-evaluate a results json (``[{image_id, category_id, bbox [x, y, w, h], score}]``, as ``gfldet test``,
+    mmdetection's ``--format-only``, torchvision's or ultralytics' ``save_json`` write it; other keys are ignored)
+    against the annotation file, on every image of it (COCO's protocol: an image without results counts its boxes
+    as missed). Prints the AP table; with ``work_dir`` writes ``metrics.json`` there (and, with ``analyze``, the
+    error analysis). Returns the metrics."""
+    from gfldet.data.coco import coco_index
+
+    if analyze and work_dir is None:
+        raise GfldetError("--analyze writes error_analysis.{json,png}: give --out DIR")
+    coco_gt = coco_index(ann_file)
+    categories = sorted(coco_gt.dataset["categories"], key=lambda category: category["id"])  # as the datasets
+    results = _load_results_json(results_file)
+    check_results_format(results, coco_gt.dataset, extra_keys=True, source=str(ann_file))
+    results = [{key: res[key] for key in RESULT_KEYS} for res in results]
+    image_ids = sorted(coco_gt.getImgIds())
+    with_results = len({res["image_id"] for res in results})
+    print(f"[gfldet] {len(results)} detections on {with_results} of the {len(image_ids)} images of {ann_file}")
+    if work_dir is not None:
+        Path(work_dir).mkdir(parents=True, exist_ok=True)
+    return _score(coco_gt, [c["id"] for c in categories], [c["name"] for c in categories], results, image_ids,
+                  backend=backend, work_dir=work_dir, analyze=analyze)
+
+
+def _load_results_json(path: str | Path) -> list:
+    """The list of a COCO results file; GfldetError naming the file (and line) when it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise GfldetError(f"results file not found: {path}")
+    try:
+        results = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+    except json.JSONDecodeError as err:
+        raise GfldetError(f"{path}:{err.lineno}:{err.colno}: not valid JSON ({err.msg})") from None
+    if not isinstance(results, list):
+        raise GfldetError(f"{path}: expected a json list of COCO results, found a {type(results).__name__}")
+    return results
+
+
+def _score(coco_gt, cat_ids, class_names, results: list[dict], image_ids: list[int], *, backend: str,
+           work_dir: Path | str | None, analyze: bool) -> dict:
+    """COCO AP of ``results`` on ``image_ids``: printed, written to ``work_dir/metrics.json`` (and the error
+    analysis with ``analyze``) when ``work_dir`` is given; returns the metrics."""
+    evaluator = CocoEvaluator(coco_gt=coco_gt, cat_ids=cat_ids, class_names=class_names, backend=backend)
     metrics, summary = evaluator.evaluate(results, image_ids)
     print(summary + format_ap_table(metrics))
-    (work_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    if work_dir is not None:
+        (Path(work_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        print(f"[gfldet] metrics -> {Path(work_dir) / 'metrics.json'}")
     if analyze:
-        _write_error_analysis(dataset, results, image_ids, work_dir)
+        _write_error_analysis(coco_gt, results, image_ids, Path(work_dir))
     return metrics
 
 
@@ -107,10 +156,10 @@ def _check_categories(meta: dict, dataset, checkpoint) -> None:
                           f"in the same order")
 
 
-def _write_error_analysis(dataset, results: list[dict], image_ids: list[int], work_dir: Path) -> None:
+def _write_error_analysis(coco_gt, results: list[dict], image_ids: list[int], work_dir: Path) -> None:
     from gfldet.analysis import error_analysis, format_error_analysis, plot_error_analysis
 
-    analysis = error_analysis(dataset.coco, results, image_ids=image_ids)
+    analysis = error_analysis(coco_gt, results, image_ids=image_ids)
     print(format_error_analysis(analysis))
     # null where a class or size has no GT; allow_nan=False: never the NaN that JSON parsers reject
     (work_dir / "error_analysis.json").write_text(json.dumps(analysis, indent=2, allow_nan=False))
@@ -161,7 +210,7 @@ def infer_images(cfg: Config, checkpoint: str | Path, paths: Sequence[str | Path
     records = []
     empty = np.zeros((0, 4), np.float32)
     used_stems: set[str] = set()
-    for index, path in enumerate(image_paths(paths)):
+    for index, path in enumerate(tqdm(image_paths(paths), desc="infer", unit="img", dynamic_ncols=True, leave=False)):
         stem = path.stem if path.stem not in used_stems else f"{path.stem}_{index}"  # a.png and a.jpg, or 2 dirs
         used_stems.add(stem)
         rgb = read_rgb(path)

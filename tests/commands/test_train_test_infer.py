@@ -117,6 +117,11 @@ def test_train_kill_resume_test_infer(data_dir, tmp_path, capsys):
     assert set(metrics["per_class"]) == {"circle", "square", "triangle", "cross"}
     results = json.loads((tmp_path / "test" / "results.json").read_text())
     assert all(set(r) == {"image_id", "category_id", "bbox", "score"} for r in results)
+    # the same detections through `gfldet eval` (as another detector's results would go): the same numbers
+    assert main(["eval", str(data_dir / "val.json"), str(tmp_path / "test" / "results.json"), "--out",
+                 str(tmp_path / "eval"), "--analyze"]) == 0
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text()) == metrics
+    assert json.loads((tmp_path / "eval" / "error_analysis.json").read_text()) == analysis
 
     state = torch.load(full / "latest.pth", weights_only=False)
     state["meta"]["cat_ids"] = state["meta"]["cat_ids"][::-1]  # trained with another category order

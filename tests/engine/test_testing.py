@@ -1,7 +1,6 @@
 import contextlib
 import io
 import json
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -56,7 +55,7 @@ def test_error_analysis_json_has_null_where_there_is_no_gt(tmp_path, capsys):
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
     detections = [{"image_id": 1, "category_id": 1, "bbox": [10, 10, 30, 30], "score": 0.9}]
-    _write_error_analysis(SimpleNamespace(coco=coco), detections, [1], tmp_path)
+    _write_error_analysis(coco, detections, [1], tmp_path)
     analysis = json.loads((tmp_path / "error_analysis.json").read_text(), parse_constant=_reject)  # strict JSON
     assert analysis["ap"]["large"] is None and analysis["per_class"]["cell"]["medium"] is None
     assert analysis["ap"]["small"] == pytest.approx(1.0)
