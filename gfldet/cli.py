@@ -21,6 +21,7 @@ COMMANDS = {
     "infer": ("infer", "run a checkpoint on image files and draw the detections"),
     "eval": ("eval", "COCO AP of a results json (any detector's) against an annotation file"),
     "data": ("data", "dataset tools: voc2coco, split, synth, check, browse, stats"),
+    "config": ("show_config", "print the merged config, each value with the file:line that set it"),
     "convert": ("convert", "convert checkpoints from other frameworks (mmdetection)"),
     "benchmark": ("benchmark", "time inference or a training step (images/s, ms per stage, peak memory)"),
     "export": ("export", "export a checkpoint to ONNX (optionally with decode + NMS)"),

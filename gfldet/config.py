@@ -30,7 +30,8 @@ import yaml
 
 from gfldet.errors import GfldetError
 
-__all__ = ["Config", "ConfigError", "load_config", "apply_overrides", "dump_config", "build_from_cfg", "check_keys"]
+__all__ = ["Config", "ConfigError", "load_config", "apply_overrides", "annotated_yaml", "dump_config", "build_from_cfg",
+           "check_keys"]
 
 BASE_KEY = "_base_"
 REPLACE_KEY = "_replace_"
@@ -397,6 +398,30 @@ def _override_list_item(node: list, key: str, value: Any, last: bool, origin: st
         node[int(key)] = value
         return value
     return node[int(key)]
+
+
+def annotated_yaml(cfg: Config, indent: int = 0) -> str:
+    """The merged config as YAML, each key followed by ``# file:line`` (or the override) that last set it.
+
+    Values are written in YAML's flow style, which reads back unchanged (``yaml.safe_load`` of the text gives
+    ``cfg.to_dict()``).
+    """
+    lines = []
+    for key, value in cfg.items():
+        origin = cfg._origins.get(key)
+        comment = f"  # {origin}" if origin else ""
+        if isinstance(value, Config) and value:
+            lines.append(f"{' ' * indent}{key}:{comment}")
+            lines.append(annotated_yaml(value, indent + 2))
+        else:
+            lines.append(f"{' ' * indent}{key}: {_flow_yaml(_plain(value))}{comment}")
+    return "\n".join(lines)
+
+
+def _flow_yaml(value) -> str:
+    """``value`` as one line of YAML (``[1, .inf]``, ``{type: Resize, p: 0.5}``, ``'off'``)."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=2**31, sort_keys=False).strip()
+    return text.removesuffix("\n...").strip()
 
 
 def dump_config(cfg: Config, path: str | Path) -> None:

@@ -1,11 +1,16 @@
 import copy
 import pickle
+import re
 import textwrap
+from pathlib import Path
 from typing import Optional
 
 import pytest
+import yaml
 
-from gfldet.config import Config, ConfigError, apply_overrides, build_from_cfg, check_keys, dump_config, load_config
+from gfldet.cli import main
+from gfldet.config import (Config, ConfigError, annotated_yaml, apply_overrides, build_from_cfg, check_keys,
+                           dump_config, load_config)
 
 
 def write(path, text):
@@ -239,3 +244,25 @@ def test_build_from_cfg_checks_lists_of_numbers_and_lists_consumed_keys():
     with pytest.raises(ConfigError, match=r"unknown key 'mult'.*did you mean 'mul'\? \(valid keys: type, mul, sizes"):
         build_from_cfg(Config({"type": "f", "sizes": [1], "mult": 2}), {"f": factory}, consumed=("mul",), lr=0.2)
     assert build_from_cfg(Config({"type": "f", "sizes": [1], "mul": 2}), {"f": factory}, consumed=("mul",)) == [1]
+
+
+EXPERIMENT_CONFIGS = sorted(p for p in (Path(__file__).parents[1] / "configs").rglob("*.yaml") if "_base_" not in p.parts)
+
+
+@pytest.mark.parametrize("path", EXPERIMENT_CONFIGS, ids=lambda p: p.name)
+def test_annotated_yaml_reads_back_as_the_merged_config(path):
+    cfg = load_config(path)
+    assert yaml.safe_load(annotated_yaml(cfg)) == cfg.to_dict()
+
+
+def test_config_command_names_where_each_value_was_set(capsys):
+    config = Path(__file__).parents[1] / "configs/gfl/gfl_r50_fpn_1x_coco.yaml"
+    assert main(["config", str(config), "--opts", "train.accumulate=8"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    base = config.parents[1] / "_base_/models/gfl_r50_fpn.yaml"
+    line = next(n for n, text in enumerate(base.read_text().splitlines(), 1) if text.strip().startswith("reg_max:"))
+    assert f"    reg_max: 16  # configs/_base_/models/gfl_r50_fpn.yaml:{line}" in [
+        re.sub(r"# .*(configs/)", r"# \1", text) for text in lines]
+    assert "  accumulate: 8  # override #1 'train.accumulate=8'" in lines
+    assert main(["config", str(config), "--plain"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out) == load_config(config).to_dict()
