@@ -1,4 +1,4 @@
-"""Regenerate the README pictures (docs/images/{box_distributions,training_curves,error_analysis}.png).
+"""Regenerate the README pictures (docs/images/{box_distributions,training_curves,error_analysis,pr_curves}.png).
 
     python tools/make_readme_images.py CONFIG WORK_DIR [--out docs/images] [--image-index 0] [--rank 0]
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from gfldet.analysis import (detections_with_distributions, error_analysis, format_error_analysis,
-                             plot_error_analysis, plot_training_curves, save_box_distributions)
+                             plot_error_analysis, plot_pr_curves, plot_training_curves, save_box_distributions)
 from gfldet.config import load_config
 from gfldet.data import build_dataloader
 from gfldet.engine.evaluator import predictions_to_coco
@@ -46,6 +46,7 @@ def main() -> None:
     analysis = error_analysis(dataset.coco, results, image_ids=dataset.image_ids)
     print(format_error_analysis(analysis))
     plot_error_analysis(analysis, out / "error_analysis.png")
+    plot_pr_curves(analysis, out / "pr_curves.png")
 
     sample = dataset[args.image_index]
     batch = loader.collate_fn([sample])
@@ -56,7 +57,7 @@ def main() -> None:
     paths[-1].rename(out / "box_distributions.png")
     for path in paths[:-1]:
         path.unlink()
-    for name in ("box_distributions", "training_curves", "error_analysis"):
+    for name in ("box_distributions", "training_curves", "error_analysis", "pr_curves"):
         path = out / f"{name}.png"
         print(f"{path}: {path.stat().st_size / 1024:.0f} KB")
 

@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-__all__ = ["FP_TYPES", "SIZES", "error_analysis", "format_error_analysis", "plot_error_analysis"]
+__all__ = ["FP_TYPES", "SIZES", "error_analysis", "format_error_analysis", "plot_error_analysis", "plot_pr_curves"]
 
 FP_TYPES = ("localisation", "confusion", "duplicate", "background")
 SIZES = ("all", "small", "medium", "large")  # COCOeval areaRng order
@@ -39,16 +39,18 @@ def error_analysis(coco_gt, detections: list[dict], *, image_ids: Sequence[int] 
     (a pycocotools COCO) on ``image_ids`` (default: every image of ``coco_gt``).
 
     Returns {"ap": {size: AP@[.5:.95]}, "ap50": {size: AP@.5}, "per_class": {class name: {size: AP}},
+    "pr_curves": {"recall": [101 recall points], "iou50" / "iou75": {class name: [101 precisions] or None}},
     "false_positives": {type: count}, "fp_shares": {type: fraction of false positives}, "true_positives",
     "missed", "num_gt", "settings": {...}}; AP is None (JSON null) where a class or size has no GT, also
-    without any detection (as COCOeval: 0 where there is GT).
+    without any detection (as COCOeval: 0 where there is GT). The precision-recall curves are COCOeval's
+    (all sizes, ``max_dets``): interpolated precision at each recall point, 0 beyond the largest recall reached.
     """
     image_ids = sorted(int(i) for i in (coco_gt.getImgIds() if image_ids is None else image_ids))
-    ap, ap50, per_class = _coco_ap(coco_gt, detections, image_ids, max_dets)
+    ap, ap50, per_class, pr_curves = _coco_ap(coco_gt, detections, image_ids, max_dets)
     fp_types, true_positives, missed, num_gt = _classify(coco_gt, detections, image_ids, score_thr=score_thr,
                                                          fg_iou=fg_iou, bg_iou=bg_iou, max_dets=max_dets)
     total_fp = sum(fp_types.values())
-    return {"ap": ap, "ap50": ap50, "per_class": per_class,
+    return {"ap": ap, "ap50": ap50, "per_class": per_class, "pr_curves": pr_curves,
             "false_positives": {t: fp_types[t] for t in FP_TYPES},
             "fp_shares": {t: fp_types[t] / total_fp if total_fp else 0.0 for t in FP_TYPES},
             "true_positives": true_positives, "missed": missed, "num_gt": num_gt,
@@ -61,8 +63,10 @@ def _mean_precision(precision: np.ndarray) -> float | None:
     return float(valid.mean()) if valid.size else None
 
 
-def _coco_ap(coco_gt, detections: list[dict], image_ids: list[int], max_dets: int) -> tuple[dict, dict, dict]:
-    """COCOeval AP per size (all classes), AP50 per size and AP per class and size."""
+def _coco_ap(coco_gt, detections: list[dict], image_ids: list[int],
+             max_dets: int) -> tuple[dict, dict, dict, dict]:
+    """COCOeval AP per size (all classes), AP50 per size, AP per class and size, and the per-class
+    precision-recall curves at IoU 0.5 and 0.75."""
     from pycocotools.cocoeval import COCOeval
 
     from gfldet.engine.evaluator import load_results
@@ -79,7 +83,13 @@ def _coco_ap(coco_gt, detections: list[dict], image_ids: list[int], max_dets: in
     ap50 = {size: _mean_precision(precision[0, :, :, a]) for a, size in enumerate(SIZES)}
     per_class = {name: {size: _mean_precision(precision[:, :, k, a]) for a, size in enumerate(SIZES)}
                  for k, name in enumerate(names)}
-    return ap, ap50, per_class
+    iou_index = {round(float(t), 2): i for i, t in enumerate(coco_eval.params.iouThrs)}
+    pr_curves = {"recall": [round(float(r), 2) for r in coco_eval.params.recThrs]}
+    for key, iou in (("iou50", 0.5), ("iou75", 0.75)):
+        curves = precision[iou_index[iou], :, :, 0]  # [R, K], area all
+        pr_curves[key] = {name: None if (curves[:, k] < 0).all() else curves[:, k].round(4).tolist()
+                          for k, name in enumerate(names)}
+    return ap, ap50, per_class, pr_curves
 
 
 def _iou(dets_xywh: np.ndarray, gts_xywh: np.ndarray, crowd: Sequence[bool]) -> np.ndarray:
@@ -162,6 +172,31 @@ def format_error_analysis(result: dict) -> str:
               "| type | count | share |", "|---|---|---|"]
     lines += [f"| {t} | {result['false_positives'][t]} | {result['fp_shares'][t]:.1%} |" for t in FP_TYPES]
     return "\n".join(lines)
+
+
+def plot_pr_curves(result: dict, out_path: str | Path) -> Path:
+    """PNG (1100x450 px at 100 dpi): precision over recall at IoU 0.5 and 0.75, one line per class (named when
+    there are at most 10 classes) and their mean (bold), whose area is the AP of that IoU."""
+    curves = result["pr_curves"]
+    recall = np.asarray(curves["recall"])
+    fig = Figure(figsize=(11, 4.5), dpi=100, layout="constrained")
+    for ax, key, iou in zip(fig.subplots(1, 2), ("iou50", "iou75"), ("0.5", "0.75")):
+        present = {name: np.asarray(p) for name, p in curves[key].items() if p is not None}
+        few = len(present) <= 10
+        for index, (name, precision) in enumerate(present.items()):
+            ax.plot(recall, precision, linewidth=1, color=f"C{index}" if few else "0.7",
+                    label=f"{name} {precision.mean():.3f}" if few else None)
+        if present:
+            mean = np.mean(list(present.values()), axis=0)
+            ax.plot(recall, mean, linewidth=3, color="k", label=f"all classes {mean.mean():.3f}")
+            ax.legend(fontsize="small", loc="lower left")
+        ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision",
+               title=f"precision-recall at IoU {iou} (AP{iou.replace('0.', '')} in the legend)")
+        ax.grid(alpha=0.3)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path)
+    return out_path
 
 
 def plot_error_analysis(result: dict, out_path: str | Path) -> Path:

@@ -157,14 +157,16 @@ def _check_categories(meta: dict, dataset, checkpoint) -> None:
 
 
 def _write_error_analysis(coco_gt, results: list[dict], image_ids: list[int], work_dir: Path) -> None:
-    from gfldet.analysis import error_analysis, format_error_analysis, plot_error_analysis
+    from gfldet.analysis import error_analysis, format_error_analysis, plot_error_analysis, plot_pr_curves
 
     analysis = error_analysis(coco_gt, results, image_ids=image_ids)
     print(format_error_analysis(analysis))
     # null where a class or size has no GT; allow_nan=False: never the NaN that JSON parsers reject
     (work_dir / "error_analysis.json").write_text(json.dumps(analysis, indent=2, allow_nan=False))
     plot_error_analysis(analysis, work_dir / "error_analysis.png")
-    print(f"[gfldet] error analysis -> {work_dir / 'error_analysis.json'}, {work_dir / 'error_analysis.png'}")
+    plot_pr_curves(analysis, work_dir / "pr_curves.png")
+    print(f"[gfldet] error analysis -> {work_dir / 'error_analysis.json'}, {work_dir / 'error_analysis.png'}, "
+          f"{work_dir / 'pr_curves.png'}")
 
 
 def image_paths(paths: Sequence[str | Path]) -> list[Path]:

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from pycocotools.coco import COCO
 
-from gfldet.analysis import error_analysis, format_error_analysis, plot_error_analysis
+from gfldet.analysis import error_analysis, format_error_analysis, plot_error_analysis, plot_pr_curves
 
 
 @pytest.fixture
@@ -64,6 +64,21 @@ def test_perfect_detections_give_ap_one_and_none_for_absent_sizes(coco_gt, tmp_p
     out = plot_error_analysis(result, tmp_path / "errors.png")
     with Image.open(out) as png:
         assert png.format == "PNG" and png.size == (1100, 450)
+    curves = result["pr_curves"]
+    assert len(curves["recall"]) == 101 and curves["recall"][:2] == [0.0, 0.01]
+    assert curves["iou50"]["cell"] == [1.0] * 101 and curves["iou75"]["platelet"] == [1.0] * 101
+    with Image.open(plot_pr_curves(result, tmp_path / "pr.png")) as png:
+        assert png.format == "PNG" and png.size == (1100, 450)
+
+
+def test_pr_curve_follows_the_ranking(coco_gt):
+    # cell: a false positive ranked first, then A found; C (image 2) never found -> recall stops at 0.5 with
+    # precision 0.5 there (interpolated: 0.5 from recall 0 to 0.5), 0 beyond
+    result = error_analysis(coco_gt, [det(1, 1, [70, 0, 20, 20], 0.95), det(1, 1, [10, 10, 30, 30], 0.9)],
+                            image_ids=[1, 2])
+    cell = result["pr_curves"]["iou50"]["cell"]
+    assert cell[:51] == [0.5] * 51 and cell[51:] == [0.0] * 50
+    assert result["pr_curves"]["iou50"]["platelet"] == [0.0] * 101  # GT, no detection: precision 0
 
 
 def test_restricted_to_some_images(coco_gt):

@@ -111,6 +111,7 @@ def test_train_kill_resume_test_infer(data_dir, tmp_path, capsys):
                  "--opts", *opts]) == 0
     analysis = json.loads((tmp_path / "test" / "error_analysis.json").read_text())
     assert analysis and (tmp_path / "test" / "error_analysis.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "test" / "pr_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     metrics = json.loads((tmp_path / "test" / "metrics.json").read_text())
     assert {"bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "bbox_mAP_s", "bbox_mAP_m", "bbox_mAP_l", "per_class"} <= set(
         metrics)
