@@ -77,7 +77,8 @@ def compare_gradients(args: argparse.Namespace, ann_file: Path) -> None:
     print(f"one batch of {args.images * args.accumulate} image(s) vs {args.accumulate} accumulated batch(es) of "
           f"{args.images}, BCCD train at {width}x{height}, GFL R-50-FPN with random weights")
     rows = []
-    for number, batch in zip(range(args.batches), loader):
+    full_batches = (batch for batch in loader if len(batch.images) == args.images * args.accumulate)
+    for number, batch in zip(range(args.batches), full_batches):  # not the epoch's smaller last batch
         whole, accumulated = flat_gradient(model, batch, 1), flat_gradient(model, batch, args.accumulate)
         rows.append((torch.nn.functional.cosine_similarity(whole, accumulated, dim=0).item(),
                      ((accumulated - whole).norm() / whole.norm()).item(), (accumulated.norm() / whole.norm()).item()))

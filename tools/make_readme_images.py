@@ -3,7 +3,8 @@
     python tools/make_readme_images.py CONFIG WORK_DIR [--out docs/images] [--image-index 0] [--rank 0]
 
 The README pictures come from: work_dirs/quickstart/config.yaml work_dirs/quickstart --image-index 9 --rank 2
-(two overlapping squares: sharp left/top edges, a flat right edge and a two-peaked bottom edge).
+(two overlapping squares: sharp left/top edges, a flat right edge and a two-peaked bottom edge); pr_curves.png
+from the quickstart run of 2026-12-02 (bbox_mAP 0.761; there image 9's third detection is another one).
 
 WORK_DIR holds the run's log.jsonl and latest.pth (e.g. work_dirs/quickstart). The error analysis runs the
 checkpoint on the config's val split; the distribution figure shows the best detection of one val image.

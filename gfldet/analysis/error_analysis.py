@@ -180,7 +180,7 @@ def plot_pr_curves(result: dict, out_path: str | Path) -> Path:
     curves = result["pr_curves"]
     recall = np.asarray(curves["recall"])
     fig = Figure(figsize=(11, 4.5), dpi=100, layout="constrained")
-    for ax, key, iou in zip(fig.subplots(1, 2), ("iou50", "iou75"), ("0.5", "0.75")):
+    for ax, key, iou, ap_name in zip(fig.subplots(1, 2), ("iou50", "iou75"), ("0.5", "0.75"), ("AP50", "AP75")):
         present = {name: np.asarray(p) for name, p in curves[key].items() if p is not None}
         few = len(present) <= 10
         for index, (name, precision) in enumerate(present.items()):
@@ -191,7 +191,7 @@ def plot_pr_curves(result: dict, out_path: str | Path) -> Path:
             ax.plot(recall, mean, linewidth=3, color="k", label=f"all classes {mean.mean():.3f}")
             ax.legend(fontsize="small", loc="lower left")
         ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision",
-               title=f"precision-recall at IoU {iou} (AP{iou.replace('0.', '')} in the legend)")
+               title=f"precision-recall at IoU {iou} ({ap_name} in the legend)")
         ax.grid(alpha=0.3)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -126,12 +126,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _model_size(model, batch) -> dict:
-    """Parameters, and the multiply-accumulates of backbone + neck + head on one (padded) image of ``batch``."""
+    """Parameters, and the multiply-accumulates of backbone + neck + head on one (padded) image of ``batch``
+    (counted in eval mode: a training-mode forward would update BatchNorm's running statistics)."""
     from gfldet.engine import benchmark as bench
 
+    was_training = model.training
+    model.eval()
+    try:
+        macs = bench.count_macs(lambda: model.raw_outputs(batch.images[:1]))
+    finally:
+        model.train(was_training)
     return {"parameters": sum(p.numel() for p in model.parameters()),
             "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-            "macs_per_image": bench.count_macs(lambda: model.raw_outputs(batch.images[:1]))}
+            "macs_per_image": macs}
 
 
 def _stages(model, batch, cfg, args, device):

@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("split", help="split one COCO json into train / val (/ test) json files by image")
     p.add_argument("ann_file", help="the COCO json to split")
     p.add_argument("--out", required=True, help="output folder for train.json, val.json (and test.json)")
-    p.add_argument("--val", type=_fraction, default=0.2, help="share of the images for val.json (default 0.2)")
+    p.add_argument("--val", type=_fraction, default=0.2, help="share of the images for val.json (default 0.2; 0: "
+                                                               "no val split)")
     p.add_argument("--test", type=_fraction, default=0.0, help="share for test.json (default 0: no test split)")
     p.add_argument("--seed", type=int, default=0, help="shuffling seed: the same seed gives the same split")
 
@@ -125,7 +126,9 @@ def _split(args) -> int:
     from gfldet.data.annotations import load_coco_json
     from gfldet.data.split import split_coco
 
-    fractions = {"train": None, "val": args.val, **({"test": args.test} if args.test else {})}
+    fractions = {"train": None, **{name: share for name, share in (("val", args.val), ("test", args.test)) if share}}
+    if len(fractions) == 1:
+        raise ConfigError("--val and --test are both 0: nothing to split off (e.g. --val 0.2)")
     summaries = split_coco(args.ann_file, args.out, fractions=fractions, seed=args.seed)
     names = {c["id"]: c["name"] for c in load_coco_json(summaries[0].path)["categories"]}
     for summary in summaries:

@@ -2,7 +2,8 @@
 
 The same numbers as ``gfldet test`` for the same detections: results of mmdetection (``--format-only``),
 torchvision or ultralytics (``save_json``) are scored exactly as gfldet's own (backend, AP table, per-class AP,
-error analysis).
+error analysis). Their image and category ids must be the annotation file's (nothing is mapped: ultralytics
+writes file stems and 0-based classes for non-COCO datasets, which are refused with the first mismatches).
 """
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from gfldet.data.problems import DataError, ProblemLog
 
-__all__ = ["ImageRecord", "CocoAnnotations", "load_coco_json", "parse_annotations"]
+__all__ = ["ImageRecord", "CocoAnnotations", "as_int", "load_coco_json", "parse_annotations"]
 
 MIN_BOX_SIDE_PX = 1.0   # mmdetection's CocoDataset drops boxes with w < 1 or h < 1; so do we (counted)
 
@@ -52,11 +52,12 @@ class CocoAnnotations:
     has_annotations: bool
 
 
-def load_coco_json(ann_file: str | Path) -> dict:
-    """Read and structurally check a COCO json; every failure names the file and what was expected."""
+def load_coco_json(ann_file: str | Path, *, hint: str = " (check data.<split>.ann_file)") -> dict:
+    """Read and structurally check a COCO json; every failure names the file and what was expected (``hint``
+    follows the message of a missing file)."""
     path = Path(ann_file)
     if not path.is_file():
-        raise DataError(f"annotation file not found: {path} (check data.<split>.ann_file)")
+        raise DataError(f"annotation file not found: {path}{hint}")
     text = path.read_text(encoding="utf-8", errors="replace")
     if not text.strip():
         raise DataError(f"{path}: the annotation file is empty; expected a COCO json object")
@@ -88,7 +89,7 @@ def _check_entries(path: Path, data: dict, key: str, required: tuple[str, ...], 
         missing = [k for k in required if not isinstance(entry, dict) or k not in entry]
         if missing:
             raise DataError(f"{path}: {key}[{index}] lacks {', '.join(missing)} (required: {', '.join(required)})")
-        wrong = next((k for k in integers if _as_int(entry[k]) is None), None)
+        wrong = next((k for k in integers if as_int(entry[k]) is None), None)
         if wrong is not None:
             which = f"{key}[{index}]" + (f" (id {entry['id']!r})" if wrong != "id" else "")
             raise DataError(f"{path}: {which} has {wrong} {entry[wrong]!r}; expected an integer")
@@ -97,7 +98,7 @@ def _check_entries(path: Path, data: dict, key: str, required: tuple[str, ...], 
         seen.add(entry["id"])
 
 
-def _as_int(value) -> int | None:
+def as_int(value) -> int | None:
     """``value`` as an int when it is an integral number (or a string of one), else None (booleans too)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         return None
@@ -124,11 +125,11 @@ def parse_annotations(ann_file: str | Path, *, data: dict | None = None) -> Coco
     """
     data = load_coco_json(ann_file) if data is None else data
     source = str(ann_file)
-    categories = sorted(data["categories"], key=lambda c: _as_int(c["id"]))   # ids may be written as strings
-    cat_ids = [_as_int(c["id"]) for c in categories]
+    categories = sorted(data["categories"], key=lambda c: as_int(c["id"]))   # ids may be written as strings
+    cat_ids = [as_int(c["id"]) for c in categories]
     label_of = {cat_id: label for label, cat_id in enumerate(cat_ids)}
-    records = [ImageRecord(image_id=_as_int(img["id"]), file_name=str(img["file_name"]),
-                           height=_as_int(img["height"]), width=_as_int(img["width"])) for img in data["images"]]
+    records = [ImageRecord(image_id=as_int(img["id"]), file_name=str(img["file_name"]),
+                           height=as_int(img["height"]), width=as_int(img["width"])) for img in data["images"]]
     problems, notes = ProblemLog(source), ProblemLog(source)
     anns = data.get("annotations", [])
     if anns:

@@ -226,10 +226,11 @@ def _finite_box(bbox) -> list[float] | None:
     return box if all(np.isfinite(box)) else None
 
 
-def coco_index(ann_file: str | Path) -> COCO:
+def coco_index(ann_file: str | Path, *, hint: str = " (check data.<split>.ann_file)") -> COCO:
     """pycocotools index of a COCO file as written, less the annotations COCO evaluation cannot read
-    (:func:`evaluable_annotations`): the ground truth of COCO evaluation."""
-    data = load_coco_json(ann_file)
+    (:func:`evaluable_annotations`): the ground truth of COCO evaluation. ``hint`` follows a missing file's
+    message."""
+    data = load_coco_json(ann_file, hint=hint)
     if "annotations" in data:
         data["annotations"] = evaluable_annotations(data["annotations"], source=str(ann_file))
     return _pycocotools_index(data)

@@ -232,17 +232,28 @@ def training_stages(model: torch.nn.Module, optimizer: torch.optim.Optimizer, ba
 
 
 def count_macs(fn: Callable[[], Any]) -> int:
-    """Multiply-accumulates of one call of ``fn`` (under no_grad) in its convolutions and matrix products.
+    """Multiply-accumulates of one call of ``fn`` (under no_grad) in its convolutions (deformable ones included)
+    and matrix products.
 
     ``torch.utils.flop_counter`` counts 2 FLOPs per multiply-accumulate; the MAC count is what mmdetection's
     ``get_flops``, torchvision's model tables ("GFLOPS" 4.09 for ResNet-50 at 224x224) and most detection papers
-    report as FLOPs. Norms, activations and element-wise operations are not counted.
+    report as FLOPs. Norms, activations, element-wise operations and the bilinear sampling of deformable
+    convolutions are not counted.
     """
+    import torchvision  # noqa: F401  (registers torch.ops.torchvision)
     from torch.utils.flop_counter import FlopCounterMode
 
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    # torch has no formula for torchvision's deformable convolution (it would count 0)
+    mapping = {torch.ops.torchvision.deform_conv2d: _deform_conv2d_flops}
+    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=mapping) as counter:
         fn()
     return counter.get_total_flops() // 2
+
+
+def _deform_conv2d_flops(input_shape, weight_shape, *args, out_shape, **kwargs) -> int:
+    """FLOPs of ``torchvision::deform_conv2d``: those of a convolution of the same weight and output (2 per MAC)."""
+    batch, out_channels, height, width = out_shape
+    return 2 * batch * out_channels * height * width * math.prod(weight_shape[1:])
 
 
 def _row(name: str, wall_s: float, share: str, cpu_s: float, batch_size: int) -> str:

@@ -241,6 +241,10 @@ def train(cfg: Config, *, work_dir: str | Path, resume: str | Path | None = None
     if world_size > 1:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                         find_unused_parameters=tcfg.find_unused_parameters)
+    if tcfg.accumulate > len(train_loader):
+        raise ConfigError(f"{tcfg.where('accumulate')}: train.accumulate = {tcfg.accumulate} but an epoch has only "
+                          f"{len(train_loader)} batch(es) per process: no step could take {tcfg.accumulate} "
+                          f"(lower train.accumulate or data.batch_size)")
     iters_per_epoch = steps_per_epoch(len(train_loader), tcfg.accumulate)
     max_iters, by_epoch = schedule_length(tcfg, iters_per_epoch)
     logger = TrainLogger(work_dir=work_dir, enabled=is_main_process(), max_iters=max_iters,

@@ -94,15 +94,17 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str | Path, *, split: str, work
 def evaluate_results_file(ann_file: str | Path, results_file: str | Path, *, backend: str = "auto",
                           work_dir: str | Path | None = None, analyze: bool = False) -> dict:
     """COCO-evaluate a results json (``[{image_id, category_id, bbox [x, y, w, h], score}]``, as ``gfldet test``,
-    mmdetection's ``--format-only``, torchvision's or ultralytics' ``save_json`` write it; other keys are ignored)
-    against the annotation file, on every image of it (COCO's protocol: an image without results counts its boxes
-    as missed). Prints the AP table; with ``work_dir`` writes ``metrics.json`` there (and, with ``analyze``, the
+    mmdetection's ``--format-only``, torchvision's or ultralytics' ``save_json`` write it; other keys are ignored;
+    image and category ids must be those of the annotation file: nothing is mapped) against the annotation file,
+    on every image of it (COCO's protocol: an image without results counts its boxes as missed). Prints the AP table; with ``work_dir`` writes ``metrics.json`` there (and, with ``analyze``, the
     error analysis). Returns the metrics."""
     from gfldet.data.coco import coco_index
 
     if analyze and work_dir is None:
         raise GfldetError("--analyze writes error_analysis.{json,png}: give --out DIR")
-    coco_gt = coco_index(ann_file)
+    if work_dir is not None and Path(work_dir).exists() and not Path(work_dir).is_dir():
+        raise GfldetError(f"--out {work_dir} is a file: give a folder for metrics.json")
+    coco_gt = coco_index(ann_file, hint="")
     categories = sorted(coco_gt.dataset["categories"], key=lambda category: category["id"])  # as the datasets
     results = _load_results_json(results_file)
     check_results_format(results, coco_gt.dataset, extra_keys=True, source=str(ann_file))

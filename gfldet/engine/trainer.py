@@ -142,7 +142,7 @@ class Trainer:
         self.model.train()
         sampler = self.train_loader.batch_sampler
         sampler.set_epoch(self.epoch)
-        if self.iter_in_epoch:
+        if 0 < self.iter_in_epoch < self.iters_per_epoch:  # resumed mid-epoch (not after an epoch's last step)
             sampler.skip_batches(self.iter_in_epoch * self.accumulate)
         batches = self._noting_skipped_images(self.train_loader)
         while self.iter_in_epoch < self.iters_per_epoch and self.iteration < self.max_iters:

@@ -50,6 +50,23 @@ def test_macs_are_counted_per_multiply_accumulate():
 
     model = resnet50().eval()  # torchvision's table: "GFLOPS" 4.09 at 224x224, i.e. multiply-accumulates
     assert count_macs(lambda: model(torch.zeros(1, 3, 224, 224))) / 1e9 == pytest.approx(4.09, abs=0.01)
+    from torchvision.ops import DeformConv2d
+
+    deform = DeformConv2d(8, 16, 3, padding=1)  # counted as the convolution it samples for
+    assert count_macs(lambda: deform(torch.zeros(1, 8, 20, 24), torch.zeros(1, 18, 20, 24))) == 16 * 8 * 9 * 20 * 24
+
+
+def test_counting_macs_leaves_the_model_as_it_was():
+    # with --ckpt the timed model must be the checkpoint's: no BatchNorm statistics updated by the count
+    from gfldet.config import load_config
+    from gfldet.models import build_detector
+
+    torch.manual_seed(0)
+    model = build_detector(load_config(MODEL_CONFIG, [*TINY, "model.backbone.norm_eval=false",
+                                                     "model.backbone.pretrained=false"]).model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    command._model_size(model.train(), synthetic_batch(batch_size=1, height=64, width=64, num_classes=3))
+    assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
 def test_images_are_padded_to_the_configs_size_divisor(capsys):

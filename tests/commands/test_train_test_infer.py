@@ -202,4 +202,7 @@ def test_accumulation_scales_the_lr_by_the_images_of_a_step_and_is_validated(dat
     assert main(["train", str(CONFIG), "--work-dir", str(tmp_path / "bad"), "--opts",
                  *_opts(data_dir, **{"train.accumulate": 0})]) == 1
     assert re.search(r"\(train\.accumulate\).*expected an integer >= 1", capsys.readouterr().err)
+    assert main(["train", str(CONFIG), "--work-dir", str(tmp_path / "bad"), "--opts",
+                 *_opts(data_dir, **{"train.accumulate": 7})]) == 1  # 12 images in batches of 2: 6 per epoch
+    assert "train.accumulate = 7 but an epoch has only 6 batch(es)" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()

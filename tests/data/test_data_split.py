@@ -55,7 +55,7 @@ def test_existing_outputs_and_impossible_fractions_are_refused(ann_file, tmp_pat
     with pytest.raises(DataError, match="ann.json already exist.*choose another --out"):  # would overwrite the input
         split_coco(ann_file, ann_file.parent, fractions={"ann": None, "val": 0.5})
     assert _read(ann_file)["images"]  # the input is untouched
-    with pytest.raises(DataError, match=r"together in \(0, 1\)"):
+    with pytest.raises(DataError, match=r"together below 1"):
         split_coco(ann_file, tmp_path / "o1", fractions={"train": None, "val": 0.6, "test": 0.5})
     with pytest.raises(DataError, match=r"20 image\(s\) cannot make 2 splits with train 0, val 20"):
         split_coco(ann_file, tmp_path / "o2", fractions={"train": None, "val": 0.99})
@@ -74,3 +74,22 @@ def test_cli_prints_the_splits_and_notes_classes_missing_from_val(ann_file, tmp_
     with pytest.raises(SystemExit):
         main(["data", "split", str(ann_file), "--out", str(tmp_path / "x"), "--val", "1.5"])
     assert "expected a share of the images in [0, 1)" in capsys.readouterr().err
+
+
+def test_ids_written_as_strings_or_floats_keep_their_annotations(tmp_path):
+    # training reads 12, 12.0 and "12" as one id; so must the split
+    images = [{"id": str(i) if i % 2 else i, "file_name": f"{i}.png", "height": 48, "width": 64} for i in range(1, 11)]
+    annotations = [{"id": i, "image_id": float(i), "category_id": 1, "bbox": [1, 1, 5, 5]} for i in range(1, 11)]
+    source = tmp_path / "ann.json"
+    source.write_text(json.dumps({"images": images, "annotations": annotations,
+                                  "categories": [{"id": 1, "name": "a"}]}))
+    summaries = split_coco(source, tmp_path / "out", fractions={"train": None, "val": 0.2})
+    assert [(s.images, s.annotations) for s in summaries] == [(8, 8), (2, 2)]
+
+
+def test_a_zero_share_writes_no_split(ann_file, tmp_path, capsys):
+    assert main(["data", "split", str(ann_file), "--out", str(tmp_path / "out"), "--val", "0", "--test", "0.25"]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["test.json", "train.json"]
+    assert "test: 5 images" in capsys.readouterr().out
+    assert main(["data", "split", str(ann_file), "--out", str(tmp_path / "o2"), "--val", "0"]) == 1
+    assert "--val and --test are both 0" in capsys.readouterr().err

@@ -70,7 +70,10 @@ def test_compiled_ddp_training_matches_eager_ddp(tmp_path, accumulate):
     # ranks exit cleanly.
     torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     _run(torchrun, tmp_path / "eager", "--accumulate", str(accumulate))
-    _run(torchrun, tmp_path / "compiled", "--compile", "default", "--accumulate", str(accumulate))
+    _run(torchrun, tmp_path / "compiled", "--compile", "default", "--accumulate", str(accumulate),
+         "--count-allreduces")
+    for rank in (0, 1):  # compiled too: one gradient all-reduce per optimiser step, not per batch
+        assert (tmp_path / "compiled" / f"allreduces_rank{rank}.txt").read_text() == "6"
     eager, compiled = (load_checkpoint(tmp_path / run / "latest.pth") for run in ("eager", "compiled"))
     assert compiled["meta"]["iteration"] == 6 and compiled["model"].keys() == eager["model"].keys()
     for key, value in eager["model"].items():

@@ -352,3 +352,36 @@ def test_resume_refuses_another_accumulation(tmp_path):
     del state["meta"]["accumulate"]  # a checkpoint of a gfldet without accumulation: it had 1
     with pytest.raises(GfldetError, match=r"x 1 accumulated batch\(es\) \(2 iterations"):
         other.load_state_dict(state)
+
+
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_resume_from_a_checkpoint_after_an_epochs_last_step(tmp_path, accumulate):
+    # an iteration schedule saves its final checkpoint right after an epoch's last step, before the epoch counter
+    # moves on (iter_in_epoch == iters_per_epoch); a longer run resumed from it must start the next epoch whole
+    kwargs = dict(batch_size=4 // accumulate, accumulate=accumulate, milestone=3)
+    full = make_trainer(tmp_path / "full", max_iters=6, **kwargs)  # 4 steps per epoch
+    full.train()
+    first = make_trainer(tmp_path / "run", max_iters=4, **kwargs)
+    first.train()
+    state = load_checkpoint(tmp_path / "run" / "latest.pth")
+    assert (state["meta"]["epoch"], state["meta"]["iter_in_epoch"]) == (0, 4)
+    torch.manual_seed(123)
+    resumed = make_trainer(tmp_path / "run", max_iters=6, model=TinyDetector(), **kwargs)
+    resumed.load_state_dict(state)
+    resumed.train()
+    assert resumed.bare_model.calls == 2 * accumulate and _train_losses(tmp_path / "run") == _train_losses(
+        tmp_path / "full")
+    for key, value in full.bare_model.state_dict().items():
+        assert torch.equal(value, resumed.bare_model.state_dict()[key]), key
+
+
+def test_a_step_of_fewer_batches_averages_over_the_batches_it_has(tmp_path):
+    # the last step of an epoch may take fewer than `accumulate` batches: its gradient is their mean, the same
+    # as one step over that batch without accumulation
+    batch = next(iter(make_trainer(tmp_path / "data", max_iters=1).train_loader))
+    plain = make_trainer(tmp_path / "plain", max_iters=1)
+    accumulating = make_trainer(tmp_path / "acc", max_iters=1, accumulate=2)
+    plain.train_step([batch])
+    accumulating.train_step([batch], num_batches=1)
+    for key, value in plain.bare_model.state_dict().items():
+        torch.testing.assert_close(accumulating.bare_model.state_dict()[key], value, atol=1e-7, rtol=0, msg=key)
