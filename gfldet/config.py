@@ -364,6 +364,8 @@ def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
         dotted, text = item.split("=", 1)
         add = dotted.startswith("+")
         keys = dotted.lstrip("+").strip().split(".")
+        if not all(keys):
+            raise ConfigError(f"{origin}: an empty key in '{dotted}'; expected 'key.sub=value'")
         try:
             value = yaml.safe_load(text)
         except yaml.YAMLError as err:
@@ -387,6 +389,9 @@ def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
             else:
                 if key not in node:
                     node[key] = Config()
+                    node.set_origin(key, origin)
+                elif isinstance(node[key], list):  # an item changes: the list's origin says so
+                    node.set_origin(key, f"{node._origins.get(key, 'base')}; item {keys[depth + 1]} set by {origin}")
                 node = node[key]
     return cfg
 
@@ -397,30 +402,35 @@ def _override_list_item(node: list, key: str, value: Any, last: bool, origin: st
     if last:
         node[int(key)] = value
         return value
+    if isinstance(node[int(key)], Mapping) and not isinstance(node[int(key)], Config):  # a list an override set
+        node[int(key)] = Config(node[int(key)])
     return node[int(key)]
 
 
-def annotated_yaml(cfg: Config, indent: int = 0) -> str:
-    """The merged config as YAML, each key followed by ``# file:line`` (or the override) that last set it.
+def annotated_yaml(cfg: Config, indent: int = 0, inherited: str | None = None) -> str:
+    """The merged config as YAML, each key followed by ``# file:line`` (or the override) that last set it; a key
+    without its own origin (inside a section an override set whole) shows its section's.
 
-    Values are written in YAML's flow style, which reads back unchanged (``yaml.safe_load`` of the text gives
-    ``cfg.to_dict()``).
+    Keys and values are written in YAML's flow style, which reads back unchanged (``yaml.safe_load`` of the text
+    gives ``cfg.to_dict()``).
     """
+    if not cfg and not indent:
+        return "{}"
     lines = []
     for key, value in cfg.items():
-        origin = cfg._origins.get(key)
-        comment = f"  # {origin}" if origin else ""
+        origin = cfg._origins.get(key) or inherited
+        comment = f"  # {' '.join(str(origin).split())}" if origin else ""  # one line, whatever the override held
         if isinstance(value, Config) and value:
-            lines.append(f"{' ' * indent}{key}:{comment}")
-            lines.append(annotated_yaml(value, indent + 2))
+            lines.append(f"{' ' * indent}{_flow_yaml(key)}:{comment}")
+            lines.append(annotated_yaml(value, indent + 2, origin))
         else:
-            lines.append(f"{' ' * indent}{key}: {_flow_yaml(_plain(value))}{comment}")
+            lines.append(f"{' ' * indent}{_flow_yaml(key)}: {_flow_yaml(_plain(value))}{comment}")
     return "\n".join(lines)
 
 
 def _flow_yaml(value) -> str:
     """``value`` as one line of YAML (``[1, .inf]``, ``{type: Resize, p: 0.5}``, ``'off'``)."""
-    text = yaml.safe_dump(value, default_flow_style=True, width=2**31, sort_keys=False).strip()
+    text = yaml.safe_dump(value, default_flow_style=True, width=2**31, sort_keys=False, allow_unicode=True).strip()
     return text.removesuffix("\n...").strip()
 
 

@@ -266,3 +266,21 @@ def test_config_command_names_where_each_value_was_set(capsys):
     assert "  accumulate: 8  # override #1 'train.accumulate=8'" in lines
     assert main(["config", str(config), "--plain"]) == 0
     assert yaml.safe_load(capsys.readouterr().out) == load_config(config).to_dict()
+
+
+def test_annotated_yaml_reads_back_tricky_keys_and_values_and_names_each_override(tree):
+    overrides = ["+extra.1=a", "+extra.yes=b", "+extra.null=c", "+extra.text='on'", "+extra.nums=[1, .inf]",
+                 "+extra.unicode=é", "+extra.empty={}", "+deep.inner.x=3", "model.head={type: h2}",
+                 "+lists=[{a: 1}, {b: 2}]", "lists.0.a=5", "+extra.multi=[1,\n 2]"]
+    path = write(tree / "exp.yaml", "_base_: [_base_/model.yaml, _base_/data.yaml]\n")
+    cfg = load_config(path, overrides)
+    text = annotated_yaml(cfg)
+    assert yaml.safe_load(text) == cfg.to_dict()
+    lines = text.splitlines()
+    assert "deep:  # override #8 '+deep.inner.x=3'" in lines and "    x: 3  # override #8 '+deep.inner.x=3'" in lines
+    assert "    type: h2  # override #9 'model.head={type: h2}'" in lines  # inside a section an override set whole
+    assert any(line.startswith("lists: [{a: 5}, {b: 2}]  # override #10") and "item 0 set by override #11" in line
+               for line in lines)
+    assert "  multi: [1, 2]  # override #12 '+extra.multi=[1, 2]'" in lines  # the override's newline: one line
+    with pytest.raises(ConfigError, match=r"an empty key in '\+a\.\.b'"):
+        load_config(path, ["+a..b=2"])

@@ -123,14 +123,14 @@ def _voc2coco(args) -> int:
 
 
 def _split(args) -> int:
-    from gfldet.data.annotations import load_coco_json
+    from gfldet.data.annotations import as_int, load_coco_json
     from gfldet.data.split import split_coco
 
     fractions = {"train": None, **{name: share for name, share in (("val", args.val), ("test", args.test)) if share}}
     if len(fractions) == 1:
         raise ConfigError("--val and --test are both 0: nothing to split off (e.g. --val 0.2)")
     summaries = split_coco(args.ann_file, args.out, fractions=fractions, seed=args.seed)
-    names = {c["id"]: c["name"] for c in load_coco_json(summaries[0].path)["categories"]}
+    names = {as_int(c["id"]): c["name"] for c in load_coco_json(summaries[0].path)["categories"]}
     for summary in summaries:
         per_class = ", ".join(f"{name}={summary.boxes_per_category.get(cat_id, 0)}" for cat_id, name in names.items())
         print(f"{summary.name}: {summary.images} images, {summary.annotations} boxes ({per_class}) -> {summary.path}")
@@ -156,13 +156,23 @@ def _synth(args) -> int:
     return 0
 
 
+def _load_data_config(args):
+    """The config of ``args.config`` with ``--opts``; a ConfigError when it has no ``data`` section (e.g. a model
+    base file or an annotation json given as CONFIG)."""
+    cfg = load_config(args.config, args.opts)
+    if not isinstance(cfg.get("data"), dict):
+        raise ConfigError(f"{args.config} has no data section: give an experiment config (one that inherits "
+                          f"configs/_base_/datasets/..., e.g. configs/bccd/gfl_r18_fpn_bccd.yaml)")
+    return cfg
+
+
 def _check(args) -> int:
     from gfldet.data.builder import check_data_section
     from gfldet.data.check import check_split
     from gfldet.data.problems import DataError
     from gfldet.engine.launch import check_sections
 
-    cfg = load_config(args.config, args.opts)
+    cfg = _load_data_config(args)
     check_sections(cfg)
     known = check_data_section(cfg.data)
     unknown = [split for split in args.split or () if split not in known]
@@ -192,7 +202,7 @@ def _browse(args) -> int:
 
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise ConfigError(f"--out {args.out} exists and is not a directory; give a folder for the images")
-    cfg = load_config(args.config, args.opts)
+    cfg = _load_data_config(args)
     dataset = build_dataset(cfg.data, args.split)
     paths, skipped = browse(dataset, args.out, num=args.num, ext=f".{args.format}")
     print(f"wrote {len(paths)} images to {args.out}")
@@ -246,7 +256,7 @@ def _stats(args) -> int:
     from gfldet.data.stats import (ASPECT_EDGES, REG_MAX_CANDIDATES, SIZE_EDGES, collect_box_stats,
                                    save_histograms, text_histogram)
 
-    cfg = load_config(args.config, args.opts)
+    cfg = _load_data_config(args)
     strides, reg_max, octave_base_scale, topk = _model_settings(cfg, args)
     dataset = build_dataset(cfg.data, args.split)
     stats = collect_box_stats(dataset, strides=strides, octave_base_scale=octave_base_scale, topk=topk,

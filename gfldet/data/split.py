@@ -72,5 +72,5 @@ def split_coco(ann_file: str | Path, out_dir: str | Path, *, fractions: dict[str
         anns = [a for image in chosen for a in annotations_of.get(as_int(image["id"]), [])]
         targets[name].write_text(json.dumps({**rest, "images": chosen, "annotations": anns}))
         summaries.append(SplitSummary(name, targets[name], len(chosen), len(anns),
-                                      Counter(a["category_id"] for a in anns)))
+                                      Counter(as_int(a["category_id"]) for a in anns)))
     return summaries

@@ -103,7 +103,7 @@ def evaluate_results_file(ann_file: str | Path, results_file: str | Path, *, bac
     if analyze and work_dir is None:
         raise GfldetError("--analyze writes error_analysis.{json,png}: give --out DIR")
     if work_dir is not None and Path(work_dir).exists() and not Path(work_dir).is_dir():
-        raise GfldetError(f"--out {work_dir} is a file: give a folder for metrics.json")
+        raise GfldetError(f"--out {work_dir} is a file: give a folder for metrics.json")  # before the evaluation
     coco_gt = coco_index(ann_file, hint="")
     categories = sorted(coco_gt.dataset["categories"], key=lambda category: category["id"])  # as the datasets
     results = _load_results_json(results_file)
@@ -113,7 +113,10 @@ def evaluate_results_file(ann_file: str | Path, results_file: str | Path, *, bac
     with_results = len({res["image_id"] for res in results})
     print(f"[gfldet] {len(results)} detections on {with_results} of the {len(image_ids)} images of {ann_file}")
     if work_dir is not None:
-        Path(work_dir).mkdir(parents=True, exist_ok=True)
+        try:
+            Path(work_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise GfldetError(f"--out {work_dir}: cannot create the folder ({err})") from None
     return _score(coco_gt, [c["id"] for c in categories], [c["name"] for c in categories], results, image_ids,
                   backend=backend, work_dir=work_dir, analyze=analyze)
 

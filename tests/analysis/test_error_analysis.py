@@ -81,6 +81,13 @@ def test_pr_curve_follows_the_ranking(coco_gt):
     assert result["pr_curves"]["iou50"]["platelet"] == [0.0] * 101  # GT, no detection: precision 0
 
 
+def test_pr_curves_at_iou_50_and_75_differ_for_a_loose_box(coco_gt):
+    # B (platelet, 30x30 at 60,60) found with IoU 0.6: a hit at IoU 0.5, a miss at 0.75
+    result = error_analysis(coco_gt, [det(1, 2, [60, 60, 30, 18], 0.9)])
+    assert result["pr_curves"]["iou50"]["platelet"] == [1.0] * 101
+    assert result["pr_curves"]["iou75"]["platelet"] == [0.0] * 101
+
+
 def test_restricted_to_some_images(coco_gt):
     result = error_analysis(coco_gt, [det(1, 1, [10, 10, 30, 30], 0.9), det(2, 1, [0, 0, 50, 50], 0.9)],
                             image_ids=[2])

@@ -78,6 +78,8 @@ def test_unreadable_inputs_and_analyze_without_out_are_clear_errors(ann_file, tm
     assert "give --out DIR" in capsys.readouterr().err
     assert main(["eval", str(ann_file), _results(tmp_path, _perfect()), "--out", str(ann_file)]) == 1
     assert "is a file: give a folder" in capsys.readouterr().err
+    assert main(["eval", str(ann_file), _results(tmp_path, _perfect()), "--out", str(ann_file / "sub")]) == 1
+    assert "cannot create the folder" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "nowhere.json"), _results(tmp_path, _perfect())]) == 1
     err = capsys.readouterr().err
     assert "annotation file not found" in err and "data.<split>" not in err

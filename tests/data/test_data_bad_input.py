@@ -243,3 +243,11 @@ def test_images_with_a_side_under_min_size_are_left_out_of_training(tmp_path, ca
         build_dataset(data_cfg({"ann_file": str(ann), "img_dir": str(tmp_path), "min_size": 100}), "train")
     with pytest.raises(ConfigError, match=r"data\.train\.min_size.*expected an integer >= 0"):
         build_dataset(data_cfg({"ann_file": str(ann), "img_dir": str(tmp_path), "min_size": -1}), "train")
+
+
+@pytest.mark.parametrize("command", ["check", "browse", "stats"])
+def test_data_commands_on_a_config_without_data_section_say_so(tmp_path, capsys, command):
+    extra = ["--out", str(tmp_path / "o")] if command == "browse" else []
+    assert main(["data", command, str(REPO / "configs/_base_/models/gfl_r50_fpn.yaml"), *extra]) == 1
+    err = capsys.readouterr().err
+    assert "has no data section: give an experiment config" in err and "Traceback" not in err
