@@ -246,7 +246,8 @@ def test_build_from_cfg_checks_lists_of_numbers_and_lists_consumed_keys():
     assert build_from_cfg(Config({"type": "f", "sizes": [1], "mul": 2}), {"f": factory}, consumed=("mul",)) == [1]
 
 
-EXPERIMENT_CONFIGS = sorted(p for p in (Path(__file__).parents[1] / "configs").rglob("*.yaml") if "_base_" not in p.parts)
+EXPERIMENT_CONFIGS = sorted(p for p in (Path(__file__).parents[1] / "configs").rglob("*.yaml")
+                            if "_base_" not in p.parts)
 
 
 @pytest.mark.parametrize("path", EXPERIMENT_CONFIGS, ids=lambda p: p.name)

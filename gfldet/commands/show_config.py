@@ -1,8 +1,8 @@
 """``gfldet config CONFIG [--opts ...]``: the merged config (its ``_base_`` chain and overrides) as YAML.
 
 Each key is followed by ``# file:line`` (or ``# override #N '...'``): where the value that wins was set, which
-answers "which base file does this come from?" without reading the chain. ``--plain`` prints the YAML alone, as
-``gfldet train`` saves it in ``WORK_DIR/config.yaml``.
+answers "which base file does this come from?" without reading the chain. ``--plain`` prints the YAML alone
+(``gfldet train`` saves it in ``WORK_DIR/config.yaml`` after filling in what it derives, e.g. the class count).
 """
 from __future__ import annotations
 

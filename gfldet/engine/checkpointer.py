@@ -2,8 +2,8 @@
 
 A checkpoint is a dict: ``model`` (state dict, DDP prefix stripped), ``optimizer``, ``lr_scheduler``, ``scaler``,
 ``ema``, ``meta`` (epoch, iteration, iter_in_epoch, best metric, config, and the batch layout: world_size,
-batch_size per process, accumulate, iters_per_epoch), ``rng`` (python/numpy/torch/cuda states) and ``logger`` (the partial
-logging window). Only rank 0 writes.
+batch_size per process, accumulate, iters_per_epoch), ``rng`` (python/numpy/torch/cuda states) and ``logger``
+(the partial logging window). Only rank 0 writes.
 """
 from __future__ import annotations
 

@@ -34,8 +34,8 @@ from gfldet.engine.schedules import build_lr_scheduler, check_lr_schedule
 from gfldet.engine.trainer import Trainer, steps_per_epoch
 
 __all__ = ["check_sections", "check_train_section", "CONFIG_SECTIONS", "TRAIN_KEYS", "EVALUATION_KEYS",
-           "COMPILE_MODES", "compile_mode",
-           "resolve_device", "setup_device", "schedule_length", "describe_step", "run_traces", "build_evaluate_fn", "train"]
+           "COMPILE_MODES", "compile_mode", "resolve_device", "setup_device", "schedule_length", "describe_step",
+           "run_traces", "build_evaluate_fn", "train"]
 
 TRAIN_KEYS = ("max_epochs", "max_iters", "eval_interval", "checkpoint_interval", "seed", "deterministic", "amp",
               "channels_last", "grad_clip", "ema", "keep_last", "log_interval", "max_nan_steps", "lr_schedule",

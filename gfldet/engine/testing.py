@@ -96,8 +96,9 @@ def evaluate_results_file(ann_file: str | Path, results_file: str | Path, *, bac
     """COCO-evaluate a results json (``[{image_id, category_id, bbox [x, y, w, h], score}]``, as ``gfldet test``,
     mmdetection's ``--format-only``, torchvision's or ultralytics' ``save_json`` write it; other keys are ignored;
     image and category ids must be those of the annotation file: nothing is mapped) against the annotation file,
-    on every image of it (COCO's protocol: an image without results counts its boxes as missed). Prints the AP table; with ``work_dir`` writes ``metrics.json`` there (and, with ``analyze``, the
-    error analysis). Returns the metrics."""
+    on every image of it (COCO's protocol: an image without results counts its boxes as missed). Prints the AP
+    table; with ``work_dir`` writes ``metrics.json`` there (and, with ``analyze``, the error analysis). Returns the
+    metrics."""
     from gfldet.data.coco import coco_index
 
     if analyze and work_dir is None:

@@ -134,7 +134,8 @@ def make_trainer(work_dir, *, max_iters: int = 8, batch_size: int = 4, checkpoin
     loader = make_loader(FakeDataset(dataset_size), batch_size, seed=seed, rank=rank, world_size=world_size)
     optimizer = build_optimizer(model, Config(dict(type="SGD", lr=lr, momentum=0.9, weight_decay=1e-4, bias_lr_mult=2.0,
                                               bias_decay_mult=0.0, norm_decay_mult=0.0, base_batch_size=4,
-                                              auto_scale_lr=False)), total_batch_size=batch_size * world_size * accumulate)
+                                              auto_scale_lr=False)),
+                                total_batch_size=batch_size * world_size * accumulate)
     schedule = Config(dict(type="step", by_epoch=False, milestones=[milestone or max_iters // 2], gamma=0.1,
                            warmup_iters=2, warmup_ratio=0.1))
     scheduler = build_lr_scheduler(optimizer, schedule, iters_per_epoch=steps_per_epoch(len(loader), accumulate),

@@ -301,7 +301,8 @@ def test_accumulated_batches_train_as_one_batch_of_their_images(tmp_path):
     whole_records, split_records = _train_records(tmp_path / "whole"), _train_records(tmp_path / "split")
     assert [r["lr"] for r in split_records] == [r["lr"] for r in whole_records]
     for a, b in zip(whole_records, split_records):
-        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5) and b["loss_box"] == pytest.approx(a["loss_box"], rel=1e-5)
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+        assert b["loss_box"] == pytest.approx(a["loss_box"], rel=1e-5)
     single = make_trainer(tmp_path / "single", max_iters=6, batch_size=2)  # no accumulation: another trajectory
     single.train()
     assert not torch.allclose(single.bare_model.conv.weight, split.bare_model.conv.weight, atol=1e-4)
