@@ -18,8 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="auto = faster_coco_eval when installed, else pycocotools")
     parser.add_argument("--analyze", action="store_true",
-                        help="also AP per class and size and the types of false positives (needs --out)")
-    parser.add_argument("--out", help="folder for metrics.json (and error_analysis.json / .png)")
+                        help="also AP per class and size, the types of false positives and precision-recall "
+                             "curves (needs --out)")
+    parser.add_argument("--out", help="folder for metrics.json (and error_analysis.json / .png, pr_curves.png)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,8 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format-only", action="store_true",
                         help="only write results: detections_test-dev2017_<name>_results.json and its zip")
     parser.add_argument("--analyze", action="store_true",
-                        help="also AP per class and size and the types of false positives "
-                             "(error_analysis.json / .png in the work dir)")
+                        help="also AP per class and size, the types of false positives and precision-recall "
+                             "curves (error_analysis.json / .png, pr_curves.png in the work dir)")
     parser.add_argument("--work-dir", help="where metrics.json / results.json go (default: the checkpoint's folder)")
     add_opts_argument(parser)
 

@@ -57,6 +57,7 @@ def split_coco(ann_file: str | Path, out_dir: str | Path, *, fractions: dict[str
     if existing:
         raise DataError(f"{', '.join(existing)} already exist(s): choose another --out, or delete them first")
     images = list(data["images"])
+    sizes = _split_sizes(len(images), fractions, source)  # checked before anything is written
     random.Random(seed).shuffle(images)
     annotations_of: dict[int, list[dict]] = {}
     for annotation in data.get("annotations", []):  # ids as training reads them: 12, 12.0 and "12" are one id
@@ -66,7 +67,7 @@ def split_coco(ann_file: str | Path, out_dir: str | Path, *, fractions: dict[str
     rest = {key: value for key, value in data.items() if key not in ("images", "annotations")}
     summaries, start = [], 0
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name, size in _split_sizes(len(images), fractions, source).items():
+    for name, size in sizes.items():
         chosen = sorted(images[start:start + size], key=lambda image: as_int(image["id"]))
         start += size
         anns = [a for image in chosen for a in annotations_of.get(as_int(image["id"]), [])]

@@ -102,7 +102,7 @@ def evaluate_results_file(ann_file: str | Path, results_file: str | Path, *, bac
     from gfldet.data.coco import coco_index
 
     if analyze and work_dir is None:
-        raise GfldetError("--analyze writes error_analysis.{json,png}: give --out DIR")
+        raise GfldetError("--analyze writes error_analysis.{json,png} and pr_curves.png: give --out DIR")
     if work_dir is not None and Path(work_dir).exists() and not Path(work_dir).is_dir():
         raise GfldetError(f"--out {work_dir} is a file: give a folder for metrics.json")  # before the evaluation
     coco_gt = coco_index(ann_file, hint="")

@@ -59,6 +59,7 @@ def test_existing_outputs_and_impossible_fractions_are_refused(ann_file, tmp_pat
         split_coco(ann_file, tmp_path / "o1", fractions={"train": None, "val": 0.6, "test": 0.5})
     with pytest.raises(DataError, match=r"20 image\(s\) cannot make 2 splits with train 0, val 20"):
         split_coco(ann_file, tmp_path / "o2", fractions={"train": None, "val": 0.99})
+    assert not (tmp_path / "o2").exists()  # refused before anything was written
     with pytest.raises(DataError, match="annotation file not found"):
         split_coco(tmp_path / "missing.json", tmp_path / "o3", fractions={"train": None, "val": 0.2})
 
