@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                                "no val split)")
     p.add_argument("--test", type=_fraction, default=0.0, help="share for test.json (default 0: no test split)")
     p.add_argument("--seed", type=int, default=0, help="shuffling seed: the same seed gives the same split")
+    p.add_argument("--no-stratify", dest="stratify", action="store_false",
+                   help="cut the shuffled images in order (default: deal them rarest class first, so that every "
+                        "class is spread over the splits in proportion to their sizes)")
 
     p = sub.add_parser("synth", help="write a deterministic synthetic COCO dataset of shapes")
     p.add_argument("--out", required=True, help="output folder (train.json, val.json, images/)")
@@ -129,7 +132,7 @@ def _split(args) -> int:
     fractions = {"train": None, **{name: share for name, share in (("val", args.val), ("test", args.test)) if share}}
     if len(fractions) == 1:
         raise ConfigError("--val and --test are both 0: nothing to split off (e.g. --val 0.2)")
-    summaries = split_coco(args.ann_file, args.out, fractions=fractions, seed=args.seed)
+    summaries = split_coco(args.ann_file, args.out, fractions=fractions, seed=args.seed, stratify=args.stratify)
     names = {as_int(c["id"]): c["name"] for c in load_coco_json(summaries[0].path)["categories"]}
     for summary in summaries:
         per_class = ", ".join(f"{name}={summary.boxes_per_category.get(cat_id, 0)}" for cat_id, name in names.items())

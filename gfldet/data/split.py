@@ -1,12 +1,15 @@
 """Split one COCO file into train / val (/ test) files by image, reproducibly (``gfldet data split``).
 
-Images are shuffled with ``seed`` (Python's ``random.Random``, stable across platforms and versions); each split
-other than the first takes ``fraction x images`` of them rounded half up (at least one), the first split takes
-the rest. Every annotation goes with its image; each output file keeps every category and the
-input's other top-level keys (``info``, ``licenses``), so the splits share class ids and evaluate alike.
+Each split other than the first takes ``fraction x images`` rounded half up (at least one), the first split the
+rest. Which images: shuffled with ``seed`` (Python's ``random.Random``, stable across platforms and versions), then,
+with ``stratify`` (the default), dealt rarest class first so that every class is spread over the splits in
+proportion to their sizes (a class on two images of twenty still reaches a 25 % val split); without it, cut in
+shuffled order. Every annotation goes with its image; each output file keeps every category and the input's
+other top-level keys (``info``, ``licenses``), so the splits share class ids and evaluate alike.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -45,8 +48,32 @@ def _split_sizes(num_images: int, fractions: dict[str, float], source: Path) -> 
     return sizes
 
 
-def split_coco(ann_file: str | Path, out_dir: str | Path, *, fractions: dict[str, float],
-               seed: int = 0) -> list[SplitSummary]:
+def _stratified(images: list[dict], classes_of: dict[int, set[int]], sizes: dict[str, int]) -> dict[str, list]:
+    """``images`` (already shuffled) dealt into splits of exactly ``sizes`` images: rarest class first (images
+    without boxes last), each image to the split, among those with room, that still lacks most of the image's
+    rarest class for its share (ties: the split with the most room left for its size)."""
+    total = sum(sizes.values())
+    images_with = Counter(c for image in images for c in classes_of[as_int(image["id"])])
+    lacking = {name: {c: n * size / total for c, n in images_with.items()} for name, size in sizes.items()}
+    room = dict(sizes)
+
+    def rarest(image: dict) -> int | None:
+        return min(classes_of[as_int(image["id"])], key=images_with.__getitem__, default=None)
+
+    dealt: dict[str, list] = {name: [] for name in sizes}
+    for image in sorted(images, key=lambda im: math.inf if (cls := rarest(im)) is None else images_with[cls]):
+        cls = rarest(image)
+        best = max((name for name in sizes if room[name]),
+                   key=lambda name: (lacking[name][cls] if cls is not None else 0.0, room[name] / sizes[name]))
+        dealt[best].append(image)
+        room[best] -= 1
+        for c in classes_of[as_int(image["id"])]:
+            lacking[best][c] -= 1
+    return dealt
+
+
+def split_coco(ann_file: str | Path, out_dir: str | Path, *, fractions: dict[str, float], seed: int = 0,
+               stratify: bool = True) -> list[SplitSummary]:
     """Write ``out_dir/<name>.json`` for each split of ``fractions`` (``{"train": rest, "val": 0.2, ...}``: the
     first entry's value is ignored, it takes what the others leave). Refuses to overwrite an existing file (the
     input may live in ``out_dir``). Annotations whose image is not in the file are left out and not counted."""
@@ -65,11 +92,17 @@ def split_coco(ann_file: str | Path, out_dir: str | Path, *, fractions: dict[str
         if image_id is not None:  # other ids match no image (``data check`` reports them)
             annotations_of.setdefault(image_id, []).append(annotation)
     rest = {key: value for key, value in data.items() if key not in ("images", "annotations")}
-    summaries, start = [], 0
+    if stratify:
+        classes_of = {image_id: {as_int(a["category_id"]) for a in annotations_of.get(image_id, [])}
+                      for image_id in (as_int(image["id"]) for image in images)}
+        dealt = _stratified(images, classes_of, sizes)
+    else:
+        starts = dict(zip(sizes, itertools.accumulate([0, *sizes.values()])))
+        dealt = {name: images[starts[name]:starts[name] + size] for name, size in sizes.items()}
+    summaries = []
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name, size in sizes.items():
-        chosen = sorted(images[start:start + size], key=lambda image: as_int(image["id"]))
-        start += size
+    for name in sizes:
+        chosen = sorted(dealt[name], key=lambda image: as_int(image["id"]))
         anns = [a for image in chosen for a in annotations_of.get(as_int(image["id"]), [])]
         targets[name].write_text(json.dumps({**rest, "images": chosen, "annotations": anns}))
         summaries.append(SplitSummary(name, targets[name], len(chosen), len(anns),

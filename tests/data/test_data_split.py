@@ -94,3 +94,36 @@ def test_a_zero_share_writes_no_split(ann_file, tmp_path, capsys):
     assert "test: 5 images" in capsys.readouterr().out
     assert main(["data", "split", str(ann_file), "--out", str(tmp_path / "o2"), "--val", "0"]) == 1
     assert "--val and --test are both 0" in capsys.readouterr().err
+
+
+def _rare_class_file(tmp_path):
+    """20 images: 18 of class 1, 2 of class 3 (the rare one)."""
+    images = [{"id": i, "file_name": f"{i}.png", "height": 48, "width": 64} for i in range(1, 21)]
+    annotations = [{"id": i, "image_id": i, "category_id": 3 if i in (7, 15) else 1, "bbox": [1, 1, 5, 5]}
+                   for i in range(1, 21)]
+    path = tmp_path / "rare.json"
+    path.write_text(json.dumps({"images": images, "annotations": annotations,
+                                "categories": [{"id": 1, "name": "common"}, {"id": 3, "name": "rare"}]}))
+    return path
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_stratified_split_gives_every_split_its_share_of_a_rare_class(tmp_path, seed):
+    summaries = split_coco(_rare_class_file(tmp_path), tmp_path / "out", seed=seed,
+                           fractions={"train": None, "val": 0.25, "test": 0.25})
+    assert [(s.name, s.images) for s in summaries] == [("train", 10), ("val", 5), ("test", 5)]
+    # 2 rare images for shares 0.5 / 0.25 / 0.25: one in train, one in val or test, never both in one split
+    assert summaries[0].boxes_per_category[3] == 1
+    assert summaries[1].boxes_per_category[3] + summaries[2].boxes_per_category[3] == 1
+
+
+def test_unstratified_split_cuts_the_shuffled_order(tmp_path):
+    # without stratification some seeds leave the rare class out of val; with it, none does
+    def rare_in_val(seed, stratify):
+        summaries = split_coco(_rare_class_file(tmp_path), tmp_path / f"o{seed}{stratify}", seed=seed,
+                               stratify=stratify, fractions={"train": None, "val": 0.25})
+        assert [s.images for s in summaries] == [15, 5]
+        return summaries[1].boxes_per_category[3]
+
+    assert 0 in [rare_in_val(seed, False) for seed in range(12)]
+    assert [rare_in_val(seed, True) for seed in range(12)] == [1] * 12
