@@ -27,6 +27,8 @@ from typing import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from gfldet.analysis.figures import save_figure
+
 __all__ = ["FP_TYPES", "SIZES", "error_analysis", "format_error_analysis", "plot_error_analysis", "plot_pr_curves"]
 
 FP_TYPES = ("localisation", "confusion", "duplicate", "background")
@@ -193,10 +195,7 @@ def plot_pr_curves(result: dict, out_path: str | Path) -> Path:
         ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision",
                title=f"precision-recall at IoU {iou} ({ap_name} in the legend)")
         ax.grid(alpha=0.3)
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path)
-    return out_path
+    return save_figure(fig, out_path)
 
 
 def plot_error_analysis(result: dict, out_path: str | Path) -> Path:
@@ -231,7 +230,4 @@ def plot_error_analysis(result: dict, out_path: str | Path) -> Path:
     ax_fp.set(xlim=(0, 1.3), xlabel="share of false positives",
               title=f"{total} false positives (score >= {result['settings']['score_thr']})\n"
                     f"TP {result['true_positives']}, missed {result['missed']} of {result['num_gt']} GT")
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path)
-    return out_path
+    return save_figure(fig, out_path)

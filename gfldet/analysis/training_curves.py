@@ -15,6 +15,7 @@ from typing import Sequence
 
 from matplotlib.figure import Figure
 
+from gfldet.analysis.figures import save_figure
 from gfldet.errors import GfldetError
 
 __all__ = ["RunLog", "read_log", "plot_training_curves"]
@@ -102,7 +103,4 @@ def plot_training_curves(work_dirs: Sequence[str | Path], out_path: str | Path, 
         axes[len(panels) - 1].legend(fontsize="x-small")
     for ax in axes[len(panels):]:
         ax.set_visible(False)
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path)
-    return out_path
+    return save_figure(fig, out_path)
