@@ -48,26 +48,23 @@ def _split_sizes(num_images: int, fractions: dict[str, float], source: Path) -> 
     return sizes
 
 
-def _stratified(images: list[dict], classes_of: dict[int, set[int]], sizes: dict[str, int]) -> dict[str, list]:
-    """``images`` (already shuffled) dealt into splits of exactly ``sizes`` images: rarest class first (images
-    without boxes last), each image to the split, among those with room, that still lacks most of the image's
-    rarest class for its share (ties: the split with the most room left for its size)."""
+def _stratified(images: list[dict], classes: list[set[int]], sizes: dict[str, int]) -> dict[str, list]:
+    """``images`` (already shuffled; ``classes[i]``: the category ids on image i) dealt into splits of exactly
+    ``sizes`` images: rarest class first (images without boxes last), each image to the split, among those with
+    room, that still lacks most of the image's rarest class for its share (ties: the split with the most room left
+    for its size)."""
     total = sum(sizes.values())
-    images_with = Counter(c for image in images for c in classes_of[as_int(image["id"])])
+    images_with = Counter(c for image_classes in classes for c in image_classes)
     lacking = {name: {c: n * size / total for c, n in images_with.items()} for name, size in sizes.items()}
     room = dict(sizes)
-
-    def rarest(image: dict) -> int | None:
-        return min(classes_of[as_int(image["id"])], key=images_with.__getitem__, default=None)
-
+    rarest = [min(image_classes, key=images_with.__getitem__, default=None) for image_classes in classes]
     dealt: dict[str, list] = {name: [] for name in sizes}
-    for image in sorted(images, key=lambda im: math.inf if (cls := rarest(im)) is None else images_with[cls]):
-        cls = rarest(image)
+    for i in sorted(range(len(images)), key=lambda i: math.inf if rarest[i] is None else images_with[rarest[i]]):
         best = max((name for name in sizes if room[name]),
-                   key=lambda name: (lacking[name][cls] if cls is not None else 0.0, room[name] / sizes[name]))
-        dealt[best].append(image)
+                   key=lambda name: (0.0 if rarest[i] is None else lacking[name][rarest[i]], room[name] / sizes[name]))
+        dealt[best].append(images[i])
         room[best] -= 1
-        for c in classes_of[as_int(image["id"])]:
+        for c in classes[i]:
             lacking[best][c] -= 1
     return dealt
 
@@ -93,9 +90,8 @@ def split_coco(ann_file: str | Path, out_dir: str | Path, *, fractions: dict[str
             annotations_of.setdefault(image_id, []).append(annotation)
     rest = {key: value for key, value in data.items() if key not in ("images", "annotations")}
     if stratify:
-        classes_of = {image_id: {as_int(a["category_id"]) for a in annotations_of.get(image_id, [])}
-                      for image_id in (as_int(image["id"]) for image in images)}
-        dealt = _stratified(images, classes_of, sizes)
+        classes = [{as_int(a["category_id"]) for a in annotations_of.get(as_int(image["id"]), [])} for image in images]
+        dealt = _stratified(images, classes, sizes)
     else:
         starts = dict(zip(sizes, itertools.accumulate([0, *sizes.values()])))
         dealt = {name: images[starts[name]:starts[name] + size] for name, size in sizes.items()}
