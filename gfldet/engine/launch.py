@@ -28,7 +28,7 @@ from gfldet.engine.evaluator import CocoEvaluator, format_ap_table, predictions_
 from gfldet.engine.host_allocator import CPU_ALLOCATOR_MODES, configure_cpu_allocator
 from gfldet.engine.inference import evaluated_image_ids, run_inference
 from gfldet.engine.logging import LOG_FILE, TENSORBOARD_DIR, TrainLogger
-from gfldet.engine.optim import build_optimizer, check_optimizer, scaled_lr
+from gfldet.engine.optim import build_optimizer, check_optimizer
 from gfldet.engine.reproducibility import seed_everything, set_deterministic
 from gfldet.engine.schedules import build_lr_scheduler, check_lr_schedule
 from gfldet.engine.trainer import Trainer, steps_per_epoch
@@ -105,14 +105,15 @@ def _setting(section: Config, key: str) -> str:
     return f"{section.where(key)} = {'null' if section[key] is None else section[key]}"
 
 
-def describe_step(cfg: Config, *, batch_size: int, iters_per_epoch: int, max_iters: int) -> str:
-    """One line for the log: the images of an optimiser step, the learning rate they give, the schedule's length,
-    e.g. ``16 images per optimiser step (2 process(es) x 2 images x 4 accumulated batch(es)); optimizer.lr 0.01
-    for 16 images -> 0.01; 7330 steps per epoch, 87960 in all``."""
+def describe_step(cfg: Config, optimizer: torch.optim.Optimizer, *, batch_size: int, iters_per_epoch: int,
+                  max_iters: int) -> str:
+    """One line for the log: the images of an optimiser step, the learning rate the optimiser was built with for
+    them (its first group's, before warm-up), the schedule's length, e.g. ``16 images per optimiser step (2
+    process(es) x 2 images x 4 accumulated batch(es)); optimizer.lr 0.01 for 16 images -> 0.01; 7330 steps per
+    epoch, 87960 in all``."""
     ocfg, accumulate, world_size = cfg.optimizer, cfg.train.accumulate, get_world_size()
     total = world_size * batch_size * accumulate
-    lr = scaled_lr(ocfg.get_float("lr"), total_batch_size=total, base_batch_size=ocfg.base_batch_size,
-                   auto_scale=ocfg.auto_scale_lr)
+    lr = optimizer.param_groups[0]["initial_lr"]
     scaling = (f"optimizer.lr {ocfg.get_float('lr'):g} for {ocfg.base_batch_size} images -> {lr:g}"
                if ocfg.auto_scale_lr else f"optimizer.lr {lr:g} (auto_scale_lr off)")
     return (f"{total} images per optimiser step ({world_size} process(es) x {batch_size} images x {accumulate} "
@@ -266,7 +267,7 @@ def train(cfg: Config, *, work_dir: str | Path, resume: str | Path | None = None
     )
     if resumed is not None:  # checked before anything is written: a refused resume leaves the work dir as it was
         trainer.load_state_dict(resumed)
-    logger.event(describe_step(cfg, batch_size=train_loader.batch_sampler.batch_size,
+    logger.event(describe_step(cfg, optimizer, batch_size=train_loader.batch_sampler.batch_size,
                                iters_per_epoch=iters_per_epoch, max_iters=max_iters), iteration=trainer.iteration)
     logger.event(describe_conv_kernels(tcfg, device), iteration=trainer.iteration)
     if is_main_process():
